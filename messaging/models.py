@@ -1,0 +1,337 @@
+"""Herald's data: messages (the outbox), their append-only audit trail, webhook evidence,
+receipts waiting for their message, opt-outs and idempotency keys."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from messaging.status import Status
+
+
+class Direction(models.TextChoices):
+    OUTBOUND = "outbound", "Outbound"
+    INBOUND = "inbound", "Inbound"
+
+
+class Encoding(models.TextChoices):
+    GSM7 = "GSM-7", "GSM-7"
+    UCS2 = "UCS-2", "UCS-2"
+
+
+StatusChoices = models.TextChoices("StatusChoices", [(s.name, s.value) for s in Status])
+
+
+class Source(models.TextChoices):
+    API = "api", "API"
+    ADMIN = "admin", "Admin"
+    SENDER = "sender", "Sender"
+    WEBHOOK = "webhook", "Webhook"
+    RECONCILE = "reconcile", "Reconcile"
+
+
+class Message(models.Model):
+    """One SMS. An outbound row in `queued` is the outbox entry the sender picks up."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    direction = models.CharField(
+        max_length=8, choices=Direction.choices, default=Direction.OUTBOUND
+    )
+    to_number = models.CharField("to", max_length=32)
+    from_number = models.CharField("from", max_length=32, blank=True)
+    body = models.TextField()
+    provider = models.CharField(max_length=32)
+    # The provider's id for the message (Sinch: the batch id). Per-part ids live on MessagePart.
+    provider_message_id = models.CharField(max_length=128, null=True, blank=True)
+    client_reference = models.CharField(max_length=100, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=StatusChoices.choices, default=Status.QUEUED)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_text = models.TextField(blank=True)
+    segments = models.PositiveSmallIntegerField(default=1)
+    encoding = models.CharField(max_length=8, choices=Encoding.choices, default=Encoding.GSM7)
+    price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=64, blank=True)
+    send_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    resend_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="resends"
+    )
+    resend_reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [
+            ("resend_message", "Can resend a message"),
+            ("cancel_message", "Can cancel a queued message"),
+            ("view_dashboard", "Can view the delivery dashboard"),
+        ]
+        indexes = [
+            models.Index(fields=["-created_at"], name="msg_created_idx"),
+            models.Index(fields=["status", "-created_at"], name="msg_status_created_idx"),
+            models.Index(fields=["provider", "-created_at"], name="msg_provider_created_idx"),
+            models.Index(fields=["to_number"], name="msg_to_idx"),
+            models.Index(fields=["client_reference"], name="msg_client_ref_idx"),
+            models.Index(fields=["error_code"], name="msg_error_code_idx"),
+            # The sender's claim query: due queued messages, oldest first.
+            models.Index(
+                fields=["next_attempt_at"],
+                name="msg_due_idx",
+                condition=Q(status=Status.QUEUED),
+            ),
+            # Lease recovery and receipt time-outs scan only in-flight rows.
+            models.Index(
+                fields=["status", "updated_at"],
+                name="msg_inflight_idx",
+                condition=Q(status__in=[Status.SENDING, Status.SENT, Status.UNKNOWN]),
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "direction", "provider_message_id"],
+                name="msg_provider_id_unique",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.direction} {self.to_number} ({self.status})"
+
+    @property
+    def is_terminal(self):
+        from messaging.status import is_terminal
+
+        return is_terminal(self.status)
+
+
+class MessagePart(models.Model):
+    """One provider id of a multipart message (Vonage SMS API gives one id and one receipt per
+    part). Single-id messages get one part too, so roll-up is uniform."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="parts")
+    index = models.PositiveSmallIntegerField()
+    provider = models.CharField(max_length=32)
+    provider_message_id = models.CharField(max_length=128)
+    status = models.CharField(max_length=16, choices=StatusChoices.choices, default=Status.SENT)
+    error_code = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["message", "index"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "provider_message_id"], name="part_provider_id_unique"
+            ),
+            models.UniqueConstraint(fields=["message", "index"], name="part_index_unique"),
+        ]
+
+    def __str__(self):
+        return f"part {self.index + 1} {self.provider_message_id} ({self.status})"
+
+
+class AppendOnlyQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise TypeError("audit rows are append-only")
+
+    def delete(self):
+        raise TypeError("audit rows are append-only")
+
+
+class StatusEvent(models.Model):
+    """One entry of a message's audit trail. Append-only: never updated or deleted."""
+
+    message = models.ForeignKey(Message, on_delete=models.PROTECT, related_name="events")
+    status = models.CharField(max_length=16, choices=StatusChoices.choices)
+    provider_status = models.CharField(max_length=64, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_text = models.TextField(blank=True)
+    part_id = models.CharField(max_length=128, blank=True)
+    provider_timestamp = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT
+    )
+    applied = models.BooleanField(default=True)
+    note = models.TextField(blank=True)
+    raw_payload = models.JSONField(null=True, blank=True)
+    dedupe_key = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    webhook_request = models.ForeignKey(
+        "WebhookRequest", null=True, blank=True, on_delete=models.PROTECT, related_name="events"
+    )
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["received_at", "id"]
+        indexes = [models.Index(fields=["message", "received_at"], name="event_message_idx")]
+
+    def __str__(self):
+        return f"{self.status} via {self.source} at {self.received_at:%Y-%m-%d %H:%M:%S}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise TypeError("StatusEvent rows are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise TypeError("StatusEvent rows are append-only")
+
+
+class WebhookRequest(models.Model):
+    """What a provider posted, stored before it is acknowledged (the evidence row)."""
+
+    class State(models.TextChoices):
+        RECEIVED = "received", "Received, not yet processed"
+        PROCESSED = "processed", "Processed"
+        FAILED = "failed", "Processing failed"
+        INVALID = "invalid", "Unparseable payload"
+        UNAUTHENTICATED = "unauthenticated", "Failed authentication"
+
+    provider = models.CharField(max_length=32)
+    kind = models.CharField(max_length=8)  # "status" or "inbound"
+    received_at = models.DateTimeField(auto_now_add=True)
+    method = models.CharField(max_length=8)
+    path = models.CharField(max_length=512)
+    query_string = models.TextField(blank=True)
+    headers = models.JSONField(default=dict)
+    body = models.BinaryField(blank=True)
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+    authenticated = models.BooleanField(default=False)
+    auth_error = models.CharField(max_length=255, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.RECEIVED)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    report_count = models.PositiveIntegerField(default=0)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        permissions = [("replay_webhookrequest", "Can replay a stored webhook request")]
+        indexes = [
+            models.Index(fields=["-received_at"], name="webhook_received_idx"),
+            models.Index(fields=["provider", "authenticated"], name="webhook_auth_idx"),
+            models.Index(
+                fields=["received_at"],
+                name="webhook_pending_idx",
+                condition=Q(state="received"),
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.provider} {self.kind} #{self.pk}"
+
+
+class UnmatchedReport(models.Model):
+    """A receipt whose message is not known yet (it can beat the send response). Applied as soon
+    as a message with its provider id or client reference appears; never dropped."""
+
+    provider = models.CharField(max_length=32)
+    provider_message_id = models.CharField(max_length=128, blank=True)
+    client_reference = models.CharField(max_length=100, blank=True)
+    report = models.JSONField()
+    webhook_request = models.ForeignKey(WebhookRequest, null=True, on_delete=models.PROTECT)
+    created_at = models.DateTimeField(auto_now_add=True)
+    matched_at = models.DateTimeField(null=True, blank=True)
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.PROTECT)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["provider", "provider_message_id"],
+                name="unmatched_provider_id_idx",
+                condition=Q(matched_at__isnull=True),
+            ),
+            models.Index(
+                fields=["client_reference"],
+                name="unmatched_ref_idx",
+                condition=Q(matched_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.provider} {self.provider_message_id or self.client_reference}"
+
+
+class OptOut(models.Model):
+    """A number that asked not to receive messages. Present = opted out."""
+
+    phone_number = models.CharField(max_length=32, unique=True)
+    keyword = models.CharField(max_length=32, blank=True)
+    source_message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return self.phone_number
+
+
+class OptOutChange(models.Model):
+    """History of opt-out and opt-in changes, each with what caused it."""
+
+    class Action(models.TextChoices):
+        OPT_OUT = "opt_out", "Opted out"
+        OPT_IN = "opt_in", "Opted in"
+
+    phone_number = models.CharField(max_length=32, db_index=True)
+    action = models.CharField(max_length=8, choices=Action.choices)
+    keyword = models.CharField(max_length=32, blank=True)
+    reason = models.CharField(max_length=255, blank=True)
+    source_message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.phone_number} {self.action}"
+
+
+class IdempotencyKey(models.Model):
+    """An `Idempotency-Key` an API client sent with a create request."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)  # sha256 of the canonical request body
+    message = models.ForeignKey(Message, on_delete=models.CASCADE)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_unique")
+        ]
+
+    def __str__(self):
+        return self.key
+
+
+class SandboxReceipt(models.Model):
+    """A receipt the sandbox provider will post to its own webhook when it falls due."""
+
+    message_id = models.UUIDField()
+    due_at = models.DateTimeField()
+    payload = models.JSONField()
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["due_at"], name="sandbox_due_idx", condition=Q(delivered_at__isnull=True)
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.payload.get('status')} for {self.message_id}"

@@ -1,0 +1,60 @@
+"""The opt-out list: STOP-style keywords add a number, START-style keywords remove it."""
+
+import re
+
+from django.db import transaction
+
+from messaging.models import OptOut, OptOutChange
+
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
+START_WORDS = frozenset({"START", "UNSTOP"})
+
+
+def keyword_of(text: str) -> str:
+    """The whole message as one upper-case word with spaces removed ("  Stop " -> "STOP")."""
+    return re.sub(r"\s+", "", text or "").upper()
+
+
+def opt_out(number: str, *, keyword="", reason="", source_message=None, actor=None) -> bool:
+    with transaction.atomic():
+        _, created = OptOut.objects.get_or_create(
+            phone_number=number,
+            defaults={"keyword": keyword, "source_message": source_message},
+        )
+        if created:
+            OptOutChange.objects.create(
+                phone_number=number,
+                action=OptOutChange.Action.OPT_OUT,
+                keyword=keyword,
+                reason=reason,
+                source_message=source_message,
+                actor=actor,
+            )
+    return created
+
+
+def opt_in(number: str, *, keyword="", reason="", source_message=None, actor=None) -> bool:
+    with transaction.atomic():
+        deleted, _ = OptOut.objects.filter(phone_number=number).delete()
+        if deleted:
+            OptOutChange.objects.create(
+                phone_number=number,
+                action=OptOutChange.Action.OPT_IN,
+                keyword=keyword,
+                reason=reason,
+                source_message=source_message,
+                actor=actor,
+            )
+    return bool(deleted)
+
+
+def apply_keyword(number: str, text: str, source_message=None) -> str:
+    """Act on an inbound message's keyword. Returns "opt_out", "opt_in" or ""."""
+    word = keyword_of(text)
+    if word in STOP_WORDS:
+        opt_out(number, keyword=word, reason="inbound keyword", source_message=source_message)
+        return "opt_out"
+    if word in START_WORDS:
+        opt_in(number, keyword=word, reason="inbound keyword", source_message=source_message)
+        return "opt_in"
+    return ""

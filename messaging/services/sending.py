@@ -1,0 +1,294 @@
+"""One send attempt and its outcome: claim, send, then sent / retry / failed / unknown.
+
+Nothing here resends blindly: a request that may have reached the provider becomes `unknown`
+and is left to receipts and reconciliation.
+"""
+
+import logging
+import random
+import traceback
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from messaging import providers
+from messaging.models import Message, MessagePart, OptOut, Source, StatusEvent
+from messaging.providers.base import OutboundSms, SendError, SendResult
+from messaging.services import optouts
+from messaging.services.receipts import match_unmatched
+from messaging.status import Status, decide, sender_may
+
+log = logging.getLogger("herald.sender")
+
+
+def claim_due(batch_size: int, owner: str, now=None) -> list:
+    """Mark up to `batch_size` due messages `sending` with a lease owned by `owner`.
+
+    PostgreSQL: FOR UPDATE SKIP LOCKED, so concurrent senders never wait for or share a row.
+    SQLite: the transaction takes the database write lock at BEGIN (IMMEDIATE), so claims are
+    serialised; the conditional UPDATE is the guard either way.
+    """
+    now = now or timezone.now()
+    lease = now + timedelta(seconds=settings.SENDER_LEASE_SECONDS)
+    with transaction.atomic():
+        due = Message.objects.filter(
+            status=Status.QUEUED, direction="outbound", next_attempt_at__lte=now
+        ).order_by("next_attempt_at")
+        if connection.vendor == "postgresql":
+            due = due.select_for_update(skip_locked=True)
+        ids = list(due.values_list("id", flat=True)[:batch_size])
+        if not ids:
+            return []
+        Message.objects.filter(id__in=ids, status=Status.QUEUED).update(
+            status=Status.SENDING,
+            lease_owner=owner,
+            lease_until=lease,
+            attempts=F("attempts") + 1,
+            updated_at=now,
+        )
+        claimed = list(
+            Message.objects.filter(id__in=ids, status=Status.SENDING, lease_owner=owner).order_by(
+                "next_attempt_at"
+            )
+        )
+        StatusEvent.objects.bulk_create(
+            StatusEvent(
+                message=m,
+                status=Status.SENDING,
+                source=Source.SENDER,
+                note=f"attempt {m.attempts} via {m.provider}",
+            )
+            for m in claimed
+        )
+    return claimed
+
+
+def recover_expired_leases(now=None) -> int:
+    """A sender that died mid-send leaves `sending` rows whose lease ran out. The request may or
+    may not have reached the provider, so they become `unknown`, never queued again."""
+    now = now or timezone.now()
+    stale = list(
+        Message.objects.filter(status=Status.SENDING, lease_until__lt=now).values_list(
+            "id", flat=True
+        )[:500]
+    )
+    recovered = 0
+    for message_id in stale:
+        with transaction.atomic():
+            message = Message.objects.select_for_update().get(pk=message_id)
+            if message.status != Status.SENDING or message.lease_until >= now:
+                continue
+            _finish(
+                message,
+                Status.UNKNOWN,
+                code="lease-expired",
+                text="The sender stopped during the send; it may or may not have reached "
+                "the provider.",
+            )
+            recovered += 1
+        match_unmatched(message)
+    return recovered
+
+
+def send_one(message: Message, session, owner: str) -> str:
+    """Make one attempt for a claimed message and record the outcome. Returns the new status."""
+    try:
+        provider = providers.get_provider(message.provider)
+    except providers.UnknownProvider:
+        return _finish_locked(
+            message, owner, Status.REJECTED, code="provider-not-enabled",
+            text=f"Provider '{message.provider}' is not enabled.",
+        )  # fmt: skip
+    if OptOut.objects.filter(phone_number=message.to_number).exists():
+        return _finish_locked(
+            message, owner, Status.REJECTED, code="opted-out",
+            text="The recipient has opted out.",
+        )  # fmt: skip
+    sms = OutboundSms(
+        message_id=str(message.pk),
+        to=message.to_number,
+        sender=message.from_number or provider.option("FROM"),
+        body=message.body,
+        encoding=message.encoding,
+        segments=message.segments,
+        callback_url=provider.webhook_url("status"),
+        attempt=message.attempts,
+    )
+    try:
+        result = provider.send(sms, session)
+    except SendError as exc:
+        return _record_error(message, owner, exc)
+    except Exception as exc:  # a bug in a provider module: we cannot know whether it sent
+        log.exception("provider raised", extra={"message_id": str(message.pk)})
+        return _finish_locked(
+            message, owner, Status.UNKNOWN, code="internal-error",
+            text=f"{type(exc).__name__} during send; not retried.\n"
+            + traceback.format_exc()[-2000:],
+        )  # fmt: skip
+    return record_sent(message, result)
+
+
+def record_sent(message: Message, result: SendResult) -> str:
+    with transaction.atomic():
+        locked = Message.objects.select_for_update().get(pk=message.pk)
+        ids = [str(i) for i in result.provider_message_ids if i]
+        if ids:
+            locked.provider_message_id = ids[0]
+            MessagePart.objects.bulk_create(
+                [
+                    MessagePart(
+                        message=locked, index=i, provider=locked.provider, provider_message_id=pid
+                    )
+                    for i, pid in enumerate(ids)
+                ],
+                ignore_conflicts=True,
+            )
+        if result.segments:
+            locked.segments = result.segments
+        if result.price is not None:
+            locked.price, locked.currency = result.price, result.currency
+        locked.sent_at = timezone.now()
+        if sender_may(locked.status, Status.SENT) or locked.status == Status.UNKNOWN:
+            applied, note = True, "accepted by the provider"
+            locked.status = Status.SENT
+            locked.error_code = locked.error_text = ""
+            locked.completed_at = None
+        else:
+            decision = decide(locked.status, Status.SENT)
+            applied, note = False, decision.reason + " (a receipt arrived first)"
+        locked.lease_owner, locked.lease_until = "", None
+        locked.save()
+        StatusEvent.objects.create(
+            message=locked,
+            status=Status.SENT,
+            provider_status=result.provider_status,
+            source=Source.SENDER,
+            applied=applied,
+            note=f"{note}; provider id(s): {', '.join(ids) or 'none'}",
+            raw_payload=result.raw if isinstance(result.raw, dict) else {"response": result.raw},
+        )
+    match_unmatched(locked)
+    return locked.status
+
+
+def backoff_seconds(attempt: int, retry_after=None) -> float:
+    """Exponential backoff with equal jitter, capped; never sooner than the provider asked."""
+    delay = min(settings.SENDER_BACKOFF_CAP, settings.SENDER_BACKOFF_BASE * 2 ** (attempt - 1))
+    delay = delay / 2 + random.uniform(0, delay / 2)
+    return max(delay, float(retry_after or 0))
+
+
+def _record_error(message: Message, owner: str, exc: SendError) -> str:
+    text = str(exc)[:2000]
+    if exc.ambiguous:
+        return _finish_locked(message, owner, Status.UNKNOWN, code=exc.code, text=text)
+    if not exc.retryable:
+        if exc.opted_out:
+            optouts.opt_out(message.to_number, reason=f"provider error {exc.code}")
+        status = getattr(exc, "status", Status.REJECTED)
+        return _finish_locked(message, owner, status, code=exc.code, text=text)
+    if message.attempts < settings.SENDER_MAX_ATTEMPTS:
+        return _retry_later(message, owner, exc)
+    fallback = next_fallback(message.provider)
+    if fallback:
+        return _fail_over(message, owner, fallback, exc)
+    return _finish_locked(
+        message, owner, Status.FAILED, code=exc.code,
+        text=f"gave up after {message.attempts} attempts: {text}",
+    )  # fmt: skip
+
+
+def next_fallback(current: str) -> str:
+    chain = [providers.default_name()] + [
+        p for p in settings.SMS_FALLBACK_PROVIDERS if p != providers.default_name()
+    ]
+    if current not in chain:
+        return ""
+    rest = [p for p in chain[chain.index(current) + 1 :] if providers.is_enabled(p)]
+    return rest[0] if rest else ""
+
+
+def _owned(message_id, owner):
+    """The locked row, if this sender still holds its lease (else None)."""
+    locked = Message.objects.select_for_update().get(pk=message_id)
+    if locked.status != Status.SENDING or locked.lease_owner != owner:
+        return None
+    return locked
+
+
+def _retry_later(message, owner, exc) -> str:
+    delay = backoff_seconds(message.attempts, exc.retry_after)
+    with transaction.atomic():
+        locked = _owned(message.pk, owner)
+        if locked is None:
+            return Message.objects.get(pk=message.pk).status
+        locked.status = Status.QUEUED
+        locked.next_attempt_at = timezone.now() + timedelta(seconds=delay)
+        locked.error_code, locked.error_text = exc.code, str(exc)[:2000]
+        locked.lease_owner, locked.lease_until = "", None
+        locked.save()
+        StatusEvent.objects.create(
+            message=locked,
+            status=Status.QUEUED,
+            error_code=exc.code,
+            error_text=str(exc)[:2000],
+            source=Source.SENDER,
+            note=f"attempt {locked.attempts} failed, retrying in {delay:.1f}s",
+        )
+    return Status.QUEUED
+
+
+def _fail_over(message, owner, fallback, exc) -> str:
+    with transaction.atomic():
+        locked = _owned(message.pk, owner)
+        if locked is None:
+            return Message.objects.get(pk=message.pk).status
+        previous = locked.provider
+        locked.provider, locked.attempts = fallback, 0
+        locked.status, locked.next_attempt_at = Status.QUEUED, timezone.now()
+        locked.error_code, locked.error_text = exc.code, str(exc)[:2000]
+        locked.lease_owner, locked.lease_until = "", None
+        locked.save()
+        StatusEvent.objects.create(
+            message=locked,
+            status=Status.QUEUED,
+            error_code=exc.code,
+            error_text=str(exc)[:2000],
+            source=Source.SENDER,
+            note=f"failover: {previous} exhausted its attempts, switching to {fallback}",
+        )
+    return Status.QUEUED
+
+
+def _finish_locked(message, owner, status, *, code="", text="") -> str:
+    with transaction.atomic():
+        locked = _owned(message.pk, owner)
+        if locked is None:
+            return Message.objects.get(pk=message.pk).status
+        _finish(locked, status, code=code, text=text)
+    if status == Status.UNKNOWN:
+        match_unmatched(locked)
+    return status
+
+
+def _finish(locked: Message, status, *, code="", text=""):
+    locked.status = status
+    locked.error_code, locked.error_text = str(code)[:64], text
+    locked.lease_owner, locked.lease_until = "", None
+    locked.completed_at = timezone.now()
+    locked.save()
+    StatusEvent.objects.create(
+        message=locked,
+        status=status,
+        error_code=str(code)[:64],
+        error_text=text,
+        source=Source.SENDER,
+        note={
+            Status.UNKNOWN: "ambiguous send: not retried, left to receipts and reconciliation",
+            Status.FAILED: "failed",
+            Status.REJECTED: "refused",
+        }.get(status, ""),
+    )

@@ -1,0 +1,142 @@
+"""Webhook evidence: store what arrived, then parse and apply it. A stored request can be
+processed again (replay) with the same result, because every report is deduplicated."""
+
+import logging
+import traceback
+
+from django.db import transaction
+from django.utils import timezone
+
+from messaging import providers
+from messaging.models import Source, StatusEvent, WebhookRequest
+from messaging.providers.base import WebhookInput, WebhookParseError
+from messaging.services.inbound import record_inbound
+from messaging.services.receipts import apply_report
+
+log = logging.getLogger("herald.webhooks")
+
+# Headers worth keeping as evidence: what signatures and content negotiation depend on.
+KEPT_HEADERS = (
+    "content-type",
+    "content-length",
+    "user-agent",
+    "authorization",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-twilio-signature",
+    "x-sinch-webhook-signature",
+    "x-sinch-webhook-signature-nonce",
+    "x-sinch-webhook-signature-timestamp",
+    "x-sinch-webhook-signature-algorithm",
+    "x-sandbox-signature",
+    "x-sandbox-timestamp",
+)
+REDACTED_HEADERS = ("authorization",)
+
+
+def evidence_headers(headers: dict) -> dict:
+    kept = {k: v for k, v in headers.items() if k in KEPT_HEADERS}
+    for name in REDACTED_HEADERS:
+        if name in kept:  # keep the scheme, never the credential
+            kept[name] = kept[name].split(" ")[0] + " [redacted]"
+    return kept
+
+
+def store(provider: str, kind: str, winput: WebhookInput, path: str, **fields) -> WebhookRequest:
+    return WebhookRequest.objects.create(
+        provider=provider,
+        kind=kind,
+        method=winput.method,
+        path=path[:512],
+        query_string=winput.url.partition("?")[2],
+        headers=evidence_headers(winput.headers),
+        body=winput.body,
+        remote_addr=winput.remote_addr or None,
+        **fields,
+    )
+
+
+def input_from_stored(stored: WebhookRequest, url: str) -> WebhookInput:
+    from urllib.parse import parse_qsl
+
+    return WebhookInput(
+        method=stored.method,
+        url=url,
+        headers=dict(stored.headers),
+        body=bytes(stored.body),
+        query=parse_qsl(stored.query_string, keep_blank_values=True),
+        remote_addr=stored.remote_addr or "",
+    )
+
+
+def parse(provider_name: str, kind: str, winput: WebhookInput) -> list:
+    provider = providers.get_provider(provider_name)
+    if kind == "inbound":
+        return provider.parse_inbound_webhook(winput)
+    return provider.parse_status_webhook(winput)
+
+
+def apply_parsed(stored: WebhookRequest, items: list, *, actor=None, source=Source.WEBHOOK):
+    """Apply parsed reports or inbound messages; record the result on the evidence row."""
+    try:
+        for item in items:
+            if stored.kind == "inbound":
+                record_inbound(stored.provider, item, webhook_request=stored)
+            else:
+                apply_report(
+                    stored.provider, item, webhook_request=stored, source=source, actor=actor
+                )
+    except Exception as exc:
+        log.exception("webhook processing failed", extra={"webhook_request": stored.pk})
+        _mark(stored, WebhookRequest.State.FAILED, error=f"{type(exc).__name__}: {exc}",
+              traceback=traceback.format_exc(), report_count=len(items))  # fmt: skip
+        return False
+    _mark(stored, WebhookRequest.State.PROCESSED, error="", traceback="", report_count=len(items))
+    return True
+
+
+def process(stored: WebhookRequest, winput: WebhookInput, **kwargs) -> bool:
+    """Parse and apply a stored request. False when the body could not be parsed."""
+    try:
+        items = parse(stored.provider, stored.kind, winput)
+    except WebhookParseError as exc:
+        _mark(stored, WebhookRequest.State.INVALID, error=str(exc)[:2000])
+        return False
+    return apply_parsed(stored, items, **kwargs)
+
+
+def replay(stored: WebhookRequest, *, actor=None) -> bool:
+    """Process a stored, authenticated request again. Idempotent: duplicates are recognised."""
+    if not stored.authenticated:
+        raise ValueError("Only authenticated requests can be replayed.")
+    from django.conf import settings
+
+    url = f"{settings.PUBLIC_BASE_URL}{stored.path}"
+    if stored.query_string:
+        url += "?" + stored.query_string
+    before = set(stored.events.values_list("id", flat=True))
+    ok = process(stored, input_from_stored(stored, url), actor=actor, source=Source.WEBHOOK)
+    for message_id in set(stored.events.values_list("message_id", flat=True)):
+        StatusEvent.objects.create(
+            message_id=message_id,
+            status=stored.events.filter(message_id=message_id).latest("id").status,
+            source=Source.ADMIN,
+            actor=actor,
+            applied=False,
+            note=f"webhook request #{stored.pk} replayed"
+            + ("" if ok else f" ({stored.state})")
+            + f"; {stored.events.exclude(id__in=before).count()} new event(s)",
+        )
+    return ok
+
+
+def _mark(stored: WebhookRequest, state, **fields):
+    stored.state = state
+    stored.processed_at = timezone.now()
+    for name, value in fields.items():
+        setattr(stored, name, value)
+    with transaction.atomic():
+        WebhookRequest.objects.filter(pk=stored.pk).update(
+            state=state, processed_at=stored.processed_at, **fields
+        )

@@ -1,0 +1,133 @@
+"""One webhook view for every provider: authenticate on the raw body, store, then answer.
+
+Answers: 2xx only once the request is stored; 401 when authentication fails (stored and
+counted); 400 when the body cannot be parsed (stored); 413 over WEBHOOK_MAX_BODY_BYTES; 429
+over the per-source rate limit (providers retry 429); 503 when it cannot be stored, so the
+provider retries (Sinch retries only 5xx and 429).
+"""
+
+import logging
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.http import HttpResponse, JsonResponse
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt
+from django_ratelimit.core import is_ratelimited
+
+from messaging import providers
+from messaging.models import WebhookRequest
+from messaging.providers.base import WebhookAuthError, WebhookInput
+from messaging.services import webhooks
+
+log = logging.getLogger("herald.webhooks")
+
+
+def _answer(status: int, error: str = "", **extra):
+    if status < 300 and not error:
+        return HttpResponse(status=status)
+    return JsonResponse({"error": error, **extra}, status=status)
+
+
+def webhook_input(request, body: bytes) -> WebhookInput:
+    """The request as providers see it. The URL is the public one (PUBLIC_BASE_URL), because
+    that is what a provider signs (Twilio), whatever host or scheme reached us behind a proxy."""
+    path = request.get_full_path()
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    return WebhookInput(
+        method=request.method,
+        url=f"{settings.PUBLIC_BASE_URL}{path}",
+        headers=headers,
+        body=body,
+        query=[(k, v) for k, values in request.GET.lists() for v in values],
+        remote_addr=request.META.get("REMOTE_ADDR", ""),
+    )
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class WebhookView(View):
+    provider_name = ""
+    kind = "status"  # or "inbound"
+    http_method_names = ["get", "post"]
+
+    def get(self, request):
+        # Vonage SMS API can deliver receipts as GET query strings (a dashboard setting).
+        return self.receive(request)
+
+    def post(self, request):
+        return self.receive(request)
+
+    def receive(self, request):
+        if settings.RATELIMIT_ENABLE and is_ratelimited(
+            request,
+            group=f"webhook:{self.provider_name}",
+            key="ip",
+            rate=settings.WEBHOOK_RATE_LIMIT,
+            increment=True,
+        ):
+            response = _answer(429, "rate limited")
+            response["Retry-After"] = "60"
+            return response
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+        if length > settings.WEBHOOK_MAX_BODY_BYTES:
+            return self._too_large(request, length)
+        try:
+            body = request.read(settings.WEBHOOK_MAX_BODY_BYTES + 1)
+        except OSError:
+            return _answer(400, "could not read the request body")
+        if len(body) > settings.WEBHOOK_MAX_BODY_BYTES:
+            return self._too_large(request, len(body))
+        try:
+            provider = providers.get_provider(self.provider_name)
+        except providers.UnknownProvider:
+            return _answer(404, f"provider '{self.provider_name}' is not enabled")
+        winput = webhook_input(request, body)
+        path = request.path
+
+        try:
+            provider.verify_webhook(winput, self.kind)
+        except WebhookAuthError as exc:
+            status = getattr(exc, "status_code", 401)
+            try:
+                webhooks.store(
+                    self.provider_name, self.kind, winput, path,
+                    authenticated=False, auth_error=str(exc)[:255],
+                    state=WebhookRequest.State.UNAUTHENTICATED, response_status=status,
+                )  # fmt: skip
+            except DatabaseError:
+                log.exception("could not store an unauthenticated webhook")
+                return _answer(503, "temporarily unable to store the request")
+            log.warning(
+                "webhook authentication failed",
+                extra={"provider": self.provider_name, "kind": self.kind, "reason": str(exc)},
+            )
+            return _answer(status, "authentication failed")
+
+        try:
+            stored = webhooks.store(self.provider_name, self.kind, winput, path, authenticated=True)
+        except DatabaseError:
+            log.exception("could not store a webhook", extra={"provider": self.provider_name})
+            return _answer(503, "temporarily unable to store the request")
+
+        # Stored: from here on nothing is lost. A parse error is the sender's fault (400); a
+        # failure while applying is ours, recorded on the row for replay, and still answered 2xx.
+        ok = webhooks.process(stored, winput)
+        if not ok and stored.state == WebhookRequest.State.INVALID:
+            WebhookRequest.objects.filter(pk=stored.pk).update(response_status=400)
+            return _answer(400, "malformed payload", detail=stored.error, id=stored.pk)
+        status, content, content_type = provider.webhook_ack(self.kind)
+        WebhookRequest.objects.filter(pk=stored.pk).update(response_status=status)
+        return HttpResponse(content, status=status, content_type=content_type)
+
+    def _too_large(self, request, size):
+        try:
+            winput = webhook_input(request, b"")
+            webhooks.store(
+                self.provider_name, self.kind, winput, request.path,
+                authenticated=False, state=WebhookRequest.State.INVALID,
+                error=f"body of {size} bytes exceeds WEBHOOK_MAX_BODY_BYTES", response_status=413,
+            )  # fmt: skip
+        except DatabaseError:
+            return _answer(503, "temporarily unable to store the request")
+        return _answer(413, "payload too large", limit=settings.WEBHOOK_MAX_BODY_BYTES)
