@@ -1,0 +1,1 @@
+"""A local emulator of the providers' HTTP APIs, for development, tests and benchmarks."""
