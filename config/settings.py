@@ -14,7 +14,9 @@ from config.providers import build_sms_providers
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# The test suite sets HERALD_READ_DOTENV=false so a developer's .env never changes test runs.
+if env.bool("HERALD_READ_DOTENV", default=True):
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
 # No default key outside DEBUG: a production process must be given one.

@@ -2,6 +2,7 @@
 
 import os
 
+os.environ["HERALD_READ_DOTENV"] = "false"
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 os.environ.setdefault("ALLOWED_HOSTS", "*")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
