@@ -12,8 +12,9 @@ def client_key(group, request) -> str:
     if header.lower().startswith("token "):
         # The token itself never reaches the cache key, only its hash.
         return "token:" + hashlib.sha256(header[6:].strip().encode()).hexdigest()[:32]
-    if getattr(request, "user", None) is not None and request.user.is_authenticated:
-        return f"user:{request.user.pk}"
+    session_user = getattr(getattr(request, "_request", request), "user", None)
+    if session_user is not None and session_user.is_authenticated:  # admin session, no token
+        return f"user:{session_user.pk}"
     return "ip:" + request.META.get("REMOTE_ADDR", "")
 
 

@@ -65,10 +65,11 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         }.get(self.action, MessageSerializer)
 
     def initial(self, request, *args, **kwargs):
-        super().initial(request, *args, **kwargs)
+        # Before authentication, so that floods of bad or missing tokens are limited too.
         ratelimit.enforce(request, "api", settings.API_RATE_LIMIT)
         if request.method == "POST":
             ratelimit.enforce(request, "api-send", settings.API_SEND_RATE_LIMIT)
+        super().initial(request, *args, **kwargs)
 
     @extend_schema(
         request=MessageCreateSerializer,
