@@ -2,6 +2,7 @@
 by the state machine under a row lock. Reports for messages not known yet are kept and applied
 when the message (or its provider id) appears."""
 
+import logging
 import uuid
 from dataclasses import dataclass
 
@@ -14,6 +15,8 @@ from messaging.providers.base import DeliveryReport
 from messaging.status import Decision, Status, decide, is_terminal, roll_up
 
 APPLIED, IGNORED, DUPLICATE, UNMATCHED = "applied", "ignored", "duplicate", "unmatched"
+
+log = logging.getLogger("herald.receipts")
 
 
 @dataclass
@@ -54,7 +57,18 @@ def find_target(provider: str, report: DeliveryReport):
     return None, None, None
 
 
-def apply_report(
+def apply_report(provider: str, report: DeliveryReport, **kwargs) -> Outcome:
+    outcome = _apply_report(provider, report, **kwargs)
+    log.info(
+        "receipt",
+        extra={"provider": provider, "message_id": str(outcome.message_id or ""),
+               "provider_message_id": report.provider_message_id,
+               "status": str(report.status), "result": outcome.result},
+    )  # fmt: skip
+    return outcome
+
+
+def _apply_report(
     provider: str,
     report: DeliveryReport,
     *,
