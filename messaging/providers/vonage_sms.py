@@ -165,6 +165,12 @@ class VonageSmsProvider(Provider):
         if sms.callback_url and len(sms.callback_url) <= MAX_CALLBACK_LENGTH:
             data["callback"] = sms.callback_url
         secrets = self.secrets("SIGNATURE_SECRET")
+        if secrets and self.signature_method not in SIGNATURE_METHODS:
+            # Vonage would answer 14 (invalid signature): refuse before sending, as plainly.
+            raise PermanentSendError(
+                f"unsupported VONAGE_SIGNATURE_METHOD {self.signature_method!r}",
+                code="bad-signature-method",
+            )
         if secrets:
             # Signed request: api_key is inside the signed set and api_secret must be absent.
             # With several secrets (rotation) the first one signs.

@@ -835,3 +835,69 @@ def test_round_trip_through_the_emulator(settings, api, public_url, webhook_form
     assert set(requests_.values_list("authenticated", "state", "method")) == {
         (True, "processed", "GET" if webhook_format == "GET" else "POST")
     }
+
+
+# --- the emulator answers like the real API ---------------------------------------------------
+
+
+@pytest.fixture
+def emulator(settings):
+    from messaging.emulator.base import Emulator
+    from messaging.emulator.vonage_sms import VonageSmsEmulator
+
+    with Emulator(receipt_delay=60, providers={"vonage-sms": VonageSmsEmulator}) as emu:
+        yield emu
+
+
+@pytest.mark.parametrize(
+    ("options", "code"),
+    [
+        ({"API_SECRET": "wrong", "SIGNATURE_SECRET": ""}, "4"),
+        ({"SIGNATURE_SECRET": "not-the-one"}, "14"),
+    ],
+)
+def test_emulator_refuses_bad_credentials_in_vonage_format(settings, emulator, options, code):
+    # the emulator checks against what settings hold: api-secret-1 and emu-signing
+    configure(settings, SIGNATURE_SECRET="emu-signing")
+    ours = {**settings.SMS_PROVIDERS["vonage-sms"]["OPTIONS"], **options, "BASE_URL": emulator.url}
+    with pytest.raises(PermanentSendError) as caught:
+        VonageSmsProvider("vonage-sms", ours).send(sms(), requests.Session())
+    assert caught.value.code == code
+
+
+def test_emulator_refuses_secret_and_signature_together(settings, emulator):
+    configure(settings, SIGNATURE_SECRET="emu-signing", BASE_URL=emulator.url)
+    form = {"api_key": "abcd1234", "api_secret": "api-secret-1", "from": "Herald",
+            "to": "447911123459", "text": "hi", "timestamp": str(int(time.time()))}  # fmt: skip
+    form["sig"] = ref_sig(form, "emu-signing", "sha256")
+    reply = requests.post(f"{emulator.url}/sms/json", data=form, timeout=5).json()
+    assert reply["messages"][0]["status"] == "32"
+
+
+def test_emulator_multipart_ids_and_throttle(settings, emulator):
+    provider = configure(settings, SIGNATURE_SECRET="emu-signing", BASE_URL=emulator.url)
+    result = provider.send(sms(body="y" * 161, segments=2), requests.Session())
+    assert len(result.provider_message_ids) == 2 == result.segments
+    assert result.price == Decimal("0.08240000")
+    emulator.faults.rate_429 = 1.0  # the SMS API throttles with status 1 and a wait hint
+    with pytest.raises(RetryableSendError) as caught:
+        provider.send(sms(), requests.Session())
+    assert (caught.value.code, caught.value.retry_after) == ("1", 1)
+    emulator.faults.rate_429, emulator.faults.rate_5xx = 0.0, 1.0
+    with pytest.raises(RetryableSendError) as caught:
+        provider.send(sms(), requests.Session())
+    assert caught.value.code == "http-503"
+
+
+def test_unsupported_signature_method_refused_before_sending(settings, mocked):
+    provider = configure(settings, SIGNATURE_SECRET="s", SIGNATURE_METHOD="sha3")
+    with pytest.raises(PermanentSendError) as caught:
+        provider.send(sms(), requests.Session())
+    assert caught.value.code == "bad-signature-method"
+    assert not mocked.calls
+
+
+def test_unsupported_signature_method_on_webhooks_is_our_503(settings, client, pinned):
+    configure(settings, SIGNATURE_SECRET=SIGNING_SECRET, SIGNATURE_METHOD="sha3")
+    response = post_json(client, STATUS_URL, signed(dlr("p", "delivered")))
+    assert response.status_code == 503
