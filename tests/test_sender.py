@@ -181,3 +181,14 @@ def test_run_sender_once_sends_what_is_due(script, monkeypatch):
     assert {Message.objects.get(pk=m.pk).status for m in due} == {"sent"}
     assert Message.objects.get(pk=later.pk).status == "queued"
     assert StatusEvent.objects.filter(status="sending").count() == 3
+
+
+def test_a_reused_provider_id_does_not_break_the_record(script):
+    outcomes, _ = script
+    outcomes.append(SendResult(["same-id"]))
+    first, second = queue(), queue()
+    [a, b] = claim_due(10, "test")
+    assert send_one(a, session=None, owner="test") == "sent"
+    assert send_one(b, session=None, owner="test") == "sent"
+    first.refresh_from_db(), second.refresh_from_db()
+    assert {first.provider_message_id, second.provider_message_id} == {"same-id", None}

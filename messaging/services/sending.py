@@ -135,6 +135,14 @@ def record_sent(message: Message, result: SendResult) -> str:
     with transaction.atomic():
         locked = Message.objects.select_for_update().get(pk=message.pk)
         ids = [str(i) for i in result.provider_message_ids if i]
+        taken = set(
+            MessagePart.objects.filter(provider=locked.provider, provider_message_id__in=ids)
+            .exclude(message=locked)
+            .values_list("provider_message_id", flat=True)
+        )
+        if taken:  # a provider reusing an id must not break the send's record, nor another's
+            log.warning("provider id reused", extra={"message_id": str(locked.pk)})
+            ids = [i for i in ids if i not in taken]
         if ids:
             locked.provider_message_id = ids[0]
             MessagePart.objects.bulk_create(
