@@ -330,7 +330,7 @@ class VonageSmsProvider(Provider):
             raise WebhookParseError("inbound SMS without text")
         # Each part of a concatenated SMS arrives on its own, with its own messageId and the
         # shared concat-ref; we store each part and record how many the whole message has.
-        parts = _int(params.get("concat-total"), 1) if params.get("concat") == "true" else 1
+        parts = _int(params.get("concat-total"), 1)
         return [
             InboundSms(
                 provider_message_id=params["messageId"],
