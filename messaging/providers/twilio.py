@@ -265,14 +265,10 @@ class TwilioProvider(Provider):
         text = data.get("message") or data.get("detail") or data.get("title") or response.reason
         message = f"Twilio {response.status_code} error {code}: {text}"
         raw = data or response.text[:2000]
-        if code in RETRYABLE_CODES:
-            return RetryableSendError(
-                message, code=code, retry_after=self.retry_after(response), raw=raw
-            )
-        cls = self.http_error_class(response.status_code)
-        if cls is RetryableSendError:
-            return cls(message, code=code, retry_after=self.retry_after(response), raw=raw)
-        return cls(message, code=code, raw=raw, opted_out=code == OPTED_OUT_CODE)
+        if code in RETRYABLE_CODES or self.http_error_class(response.status_code).retryable:
+            retry_after = self.retry_after(response)
+            return RetryableSendError(message, code=code, retry_after=retry_after, raw=raw)
+        return PermanentSendError(message, code=code, raw=raw, opted_out=code == OPTED_OUT_CODE)
 
     # --- webhooks ---
 
