@@ -1,0 +1,419 @@
+"""The read side: queries for the staff admin and the delivery dashboard.
+
+Everything here has to stay fast with millions of messages on PostgreSQL: lookups are exact
+matches on indexed columns, counts are estimated or capped, and the dashboard is a handful of
+GROUP BY queries over one period (never a Python loop over rows, except the SQLite fallback for
+percentiles, which only exists for development databases).
+"""
+
+import contextlib
+import math
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+from django.core.cache import cache
+from django.db import connection
+from django.db.models import (
+    Aggregate,
+    Count,
+    F,
+    FloatField,
+    Func,
+    Q,
+    Sum,
+)
+from django.db.models.functions import Trunc
+from django.utils import timezone
+
+from messaging.models import (
+    Direction,
+    Message,
+    MessagePart,
+    OptOut,
+    OptOutChange,
+    StatusEvent,
+    WebhookRequest,
+)
+from messaging.phone import normalise_loose
+from messaging.status import Status
+
+# --- The message changelist ---------------------------------------------------------------------
+
+# A search matches at most this many parts by provider id (one message has a handful).
+PART_MATCH_LIMIT = 100
+
+
+def search_messages(queryset, term: str):
+    """Exact search on indexed columns: a number (normalised to E.164, so '+44 7700 900123' and
+    '447700900123' both match), our id, the provider's id (message or part), or our client
+    reference. Never LIKE or icontains: those cannot use the indexes at a million rows."""
+    term = (term or "").strip()
+    if not term:
+        return queryset
+    number = normalise_loose(term)
+    query = (
+        Q(to_number=number)
+        | Q(from_number=number)
+        | Q(provider_message_id=term)
+        | Q(client_reference=term[:100])
+    )
+    with contextlib.suppress(ValueError):
+        query |= Q(pk=uuid.UUID(term))
+    # Resolved first, as a short list: `OR id IN (subquery)` would defeat the bitmap OR of the
+    # other indexes and make PostgreSQL scan the table.
+    part_owners = list(
+        MessagePart.objects.filter(provider_message_id=term).values_list("message_id", flat=True)[
+            :PART_MATCH_LIMIT
+        ]
+    )
+    if part_owners:
+        query |= Q(pk__in=part_owners)
+    return queryset.filter(query)
+
+
+def estimated_row_count(model) -> int | None:
+    """PostgreSQL's own estimate of a table's rows (kept fresh by autovacuum's ANALYZE), or
+    None where there is no cheap estimate (SQLite, or a table never analysed)."""
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+            [model._meta.db_table],
+        )
+        row = cursor.fetchone()
+    if not row or row[0] is None or row[0] < 0:
+        return None
+    return int(row[0])
+
+
+ERROR_CODES_CACHE_SECONDS = 60
+
+
+def distinct_error_codes(limit: int = 40) -> list:
+    """The error codes present on messages, for the changelist filter. On PostgreSQL a
+    recursive "loose index scan" over msg_error_code_idx visits one index entry per distinct
+    code instead of every row; the answer is cached briefly because the filter renders on every
+    changelist page."""
+    key = f"herald:error-codes:{limit}"
+    codes = cache.get(key)
+    if codes is not None:
+        return codes
+    if connection.vendor == "postgresql":
+        table = connection.ops.quote_name(Message._meta.db_table)
+        sql = f"""
+            WITH RECURSIVE codes(code) AS (
+                (SELECT error_code FROM {table} WHERE error_code > '' ORDER BY error_code LIMIT 1)
+                UNION ALL
+                SELECT (SELECT error_code FROM {table} WHERE error_code > codes.code
+                        ORDER BY error_code LIMIT 1)
+                FROM codes WHERE codes.code IS NOT NULL
+            )
+            SELECT code FROM codes WHERE code IS NOT NULL LIMIT %s
+        """  # noqa: S608 - the table name comes from the model, not from input
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [limit])
+            codes = [row[0] for row in cursor.fetchall()]
+    else:
+        codes = list(
+            Message.objects.exclude(error_code="")
+            .order_by("error_code")
+            .values_list("error_code", flat=True)
+            .distinct()[:limit]
+        )
+    cache.set(key, codes, ERROR_CODES_CACHE_SECONDS)
+    return codes
+
+
+# --- One message ---------------------------------------------------------------------------------
+
+
+def message_timeline(message) -> list:
+    """Every StatusEvent of a message, oldest first, with its actor (one query)."""
+    return list(
+        StatusEvent.objects.filter(message=message)
+        .select_related("actor")
+        .order_by("received_at", "id")
+    )
+
+
+def message_lineage(message) -> dict:
+    """The message this one resends, and the resends of this one (newest last)."""
+    return {
+        "resend_of": (
+            Message.objects.only("id", "status", "provider", "created_at").get(
+                pk=message.resend_of_id
+            )
+            if message.resend_of_id
+            else None
+        ),
+        "resends": list(
+            message.resends.only("id", "status", "provider", "created_at", "resend_reason")
+            .select_related(None)
+            .order_by("created_at")
+        ),
+    }
+
+
+# --- CSV export ----------------------------------------------------------------------------------
+
+# The body is left out on purpose: exports leave the system, and message text is personal data
+# that the logs never carry either.
+EXPORT_COLUMNS = (
+    ("id", "id"),
+    ("created_at", "created_at"),
+    ("direction", "direction"),
+    ("to", "to_number"),
+    ("from", "from_number"),
+    ("provider", "provider"),
+    ("provider_message_id", "provider_message_id"),
+    ("client_reference", "client_reference"),
+    ("status", "status"),
+    ("error_code", "error_code"),
+    ("segments", "segments"),
+    ("encoding", "encoding"),
+    ("price", "price"),
+    ("currency", "currency"),
+    ("attempts", "attempts"),
+    ("sent_at", "sent_at"),
+    ("completed_at", "completed_at"),
+    ("resend_of", "resend_of_id"),
+    ("created_by", "created_by_id"),
+)
+EXPORT_CHUNK_SIZE = 2000
+
+
+def export_rows(queryset, chunk_size: int = EXPORT_CHUNK_SIZE):
+    """Tuples for the CSV export, streamed from a server-side cursor on PostgreSQL: plain
+    values, never model instances, so memory stays flat at any size."""
+    return queryset.values_list(*(column for _, column in EXPORT_COLUMNS)).iterator(
+        chunk_size=chunk_size
+    )
+
+
+# --- Webhook evidence ---------------------------------------------------------------------------
+
+
+def failed_auth_counts(since=None) -> dict:
+    """Failed webhook authentications per provider (all time, or since a moment)."""
+    rows = WebhookRequest.objects.filter(
+        authenticated=False, state=WebhookRequest.State.UNAUTHENTICATED
+    )
+    if since is not None:
+        rows = rows.filter(received_at__gte=since)
+    counts = rows.values("provider").annotate(n=Count("id")).order_by("provider")
+    return {row["provider"]: row["n"] for row in counts}
+
+
+# --- The dashboard -------------------------------------------------------------------------------
+
+PERIODS = {
+    "24h": (timedelta(hours=24), "hour"),
+    "7d": (timedelta(days=7), "day"),
+    "30d": (timedelta(days=30), "day"),
+}
+DEFAULT_PERIOD = "7d"
+# Outcomes a delivery rate is computed over: messages still in flight are not counted yet.
+OUTCOMES = (Status.DELIVERED, Status.FAILED, Status.EXPIRED, Status.REJECTED, Status.UNKNOWN)
+TOP_ERRORS = 10
+
+
+class PercentileCont(Aggregate):
+    """PostgreSQL's ordered-set aggregate percentile_cont(fraction) WITHIN GROUP (ORDER BY x)."""
+
+    function = "percentile_cont"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression, fraction: float, **extra):
+        super().__init__(expression, fraction=float(fraction), **extra)
+
+
+class EpochSeconds(Func):
+    """Seconds in an interval (PostgreSQL)."""
+
+    template = "EXTRACT(EPOCH FROM %(expressions)s)"
+    output_field = FloatField()
+
+
+def percentile(sorted_values: list, fraction: float) -> float | None:
+    """percentile_cont semantics (linear interpolation between the closest ranks), for SQLite."""
+    if not sorted_values:
+        return None
+    position = fraction * (len(sorted_values) - 1)
+    low, high = math.floor(position), math.ceil(position)
+    lower, upper = sorted_values[low], sorted_values[high]
+    return lower + (upper - lower) * (position - low)
+
+
+def dashboard(period: str = DEFAULT_PERIOD, now=None) -> dict:
+    """Every figure on the dashboard for messages created in the period."""
+    if period not in PERIODS:
+        period = DEFAULT_PERIOD
+    span, bucket = PERIODS[period]
+    now = now or timezone.now()
+    since = now - span
+    in_period = Message.objects.filter(created_at__gte=since, created_at__lte=now)
+
+    # One pass over the period answers the status totals, the delivery rate per provider per
+    # bucket and the spend: GROUP BY (provider, bucket, status, currency).
+    grouped = (
+        in_period.annotate(bucket=Trunc("created_at", bucket))
+        .values("provider", "bucket", "status", "currency")
+        .annotate(n=Count("id"), spend=Sum("price"))
+        .order_by()
+    )
+    by_status, spend, rate_cells, total = {}, {}, {}, 0
+    for row in grouped:
+        total += row["n"]
+        by_status[row["status"]] = by_status.get(row["status"], 0) + row["n"]
+        if row["spend"] is not None:
+            key = (row["provider"], row["currency"] or "")
+            spend[key] = spend.get(key, Decimal(0)) + row["spend"]
+        if row["status"] in OUTCOMES:
+            cell = rate_cells.setdefault((row["provider"], row["bucket"]), [0, 0])
+            cell[1] += row["n"]
+            if row["status"] == Status.DELIVERED:
+                cell[0] += row["n"]
+
+    return {
+        "period": period,
+        "bucket": bucket,
+        "since": since,
+        "until": now,
+        "total": total,
+        "by_status": _status_rows(by_status, total),
+        "delivery_rate": _rate_series(rate_cells, since, now, bucket),
+        "delivery_by_provider": _rate_totals(rate_cells),
+        "latency": receipt_latency(in_period),
+        "top_errors": top_error_codes(in_period),
+        "spend": [
+            {"provider": p, "currency": c, "amount": amount}
+            for (p, c), amount in sorted(spend.items())
+        ],
+        "optouts": optout_figures(since),
+        "failed_auth": failed_auth_counts(since),
+    }
+
+
+def _status_rows(by_status: dict, total: int) -> list:
+    order = [s.value for s in Status]
+    return [
+        {"status": status, "count": n, "share": (n / total if total else 0.0)}
+        for status, n in sorted(by_status.items(), key=lambda kv: order.index(kv[0]))
+    ]
+
+
+def _buckets(since, until, bucket: str) -> list:
+    # Trunc truncates in the current time zone; the labels must too.
+    step = timedelta(hours=1) if bucket == "hour" else timedelta(days=1)
+    start = timezone.localtime(since).replace(minute=0, second=0, microsecond=0)
+    if bucket == "day":
+        start = start.replace(hour=0)
+    points = []
+    while start <= until:
+        points.append(start)
+        start += step
+    return points
+
+
+def _rate_series(cells: dict, since, until, bucket: str) -> dict:
+    """{labels: [...], series: {provider: [rate or None per bucket]}}; None where a provider
+    had no outcome in a bucket (a gap, not a 0% day)."""
+    points = _buckets(since, until, bucket)
+    index = {_bucket_key(p): i for i, p in enumerate(points)}
+    series = {}
+    for (provider, when), (delivered, outcomes) in cells.items():
+        values = series.setdefault(provider, [None] * len(points))
+        i = index.get(_bucket_key(when))
+        if i is not None and outcomes:
+            values[i] = round(100.0 * delivered / outcomes, 2)
+    fmt = "%Y-%m-%d %H:00" if bucket == "hour" else "%Y-%m-%d"
+    return {"labels": [p.strftime(fmt) for p in points], "series": dict(sorted(series.items()))}
+
+
+def _bucket_key(when):
+    # Aware datetimes hash by their instant, whatever their tzinfo object.
+    return when if timezone.is_aware(when) else timezone.make_aware(when)
+
+
+def _rate_totals(cells: dict) -> list:
+    totals = {}
+    for (provider, _), (delivered, outcomes) in cells.items():
+        cell = totals.setdefault(provider, [0, 0])
+        cell[0] += delivered
+        cell[1] += outcomes
+    return [
+        {
+            "provider": provider,
+            "delivered": delivered,
+            "outcomes": outcomes,
+            "rate": (100.0 * delivered / outcomes) if outcomes else None,
+        }
+        for provider, (delivered, outcomes) in sorted(totals.items())
+    ]
+
+
+def receipt_latency(in_period) -> list:
+    """Sent -> delivered seconds per provider: median and p95 (Message.sent_at to
+    completed_at, which is the provider's timestamp on the delivered receipt)."""
+    delivered = in_period.filter(
+        status=Status.DELIVERED,
+        direction=Direction.OUTBOUND,
+        sent_at__isnull=False,
+        completed_at__isnull=False,
+    )
+    if connection.vendor == "postgresql":
+        seconds = EpochSeconds(F("completed_at") - F("sent_at"))
+        rows = (
+            delivered.values("provider")
+            .annotate(
+                n=Count("id"),
+                median=PercentileCont(seconds, 0.5),
+                p95=PercentileCont(seconds, 0.95),
+            )
+            .order_by("provider")
+        )
+        return [dict(row) for row in rows]
+    # SQLite (development): compute percentile_cont in Python from the durations.
+    durations = {}
+    for provider, sent, done in delivered.values_list("provider", "sent_at", "completed_at"):
+        durations.setdefault(provider, []).append((done - sent).total_seconds())
+    result = []
+    for provider in sorted(durations):
+        values = sorted(durations[provider])
+        result.append(
+            {
+                "provider": provider,
+                "n": len(values),
+                "median": percentile(values, 0.5),
+                "p95": percentile(values, 0.95),
+            }
+        )
+    return result
+
+
+def top_error_codes(in_period, limit: int = TOP_ERRORS) -> list:
+    rows = (
+        in_period.exclude(error_code="")
+        .values("provider", "error_code")
+        .annotate(n=Count("id"))
+        .order_by("-n", "provider", "error_code")[:limit]
+    )
+    return [dict(row) for row in rows]
+
+
+def optout_figures(since) -> dict:
+    changes = (
+        OptOutChange.objects.filter(created_at__gte=since)
+        .values("action")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    by_action = {row["action"]: row["n"] for row in changes}
+    return {
+        "current": OptOut.objects.count(),
+        "opted_out": by_action.get(OptOutChange.Action.OPT_OUT, 0),
+        "opted_in": by_action.get(OptOutChange.Action.OPT_IN, 0),
+    }

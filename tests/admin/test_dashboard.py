@@ -1,0 +1,179 @@
+"""The dashboard's figures against a small dataset whose answers are worked out by hand, and
+the page that draws them."""
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from messaging import selectors
+from messaging.models import OptOut, OptOutChange, WebhookRequest
+from tests.admin.conftest import make_message
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+AN_HOUR_AGO = NOW - timedelta(hours=1)  # 2026-01-15 11:00, the 15th's bucket
+TEN_DAYS_AGO = NOW - timedelta(days=10)
+
+
+def delivered(provider, latency, price=None, currency="", created_at=AN_HOUR_AGO):
+    sent = created_at + timedelta(seconds=1)
+    return make_message(
+        provider=provider, status="delivered", created_at=created_at, sent_at=sent,
+        completed_at=sent + timedelta(seconds=latency), price=price, currency=currency,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def dataset():
+    for latency in (1, 2, 3, 10):
+        delivered("sandbox", latency, price=Decimal("0.01"), currency="EUR")
+    make_message(provider="sandbox", status="failed", error_code="absent-subscriber",
+                 created_at=AN_HOUR_AGO)  # fmt: skip
+    make_message(provider="sandbox", status="expired", error_code="ttl-expired",
+                 created_at=AN_HOUR_AGO)  # fmt: skip
+    make_message(provider="sandbox", status="queued", created_at=AN_HOUR_AGO)
+    for latency in (5, 7):
+        delivered("twilio", latency, price=Decimal("0.0075"), currency="USD")
+    for _ in range(2):
+        make_message(provider="twilio", status="failed", error_code="30003",
+                     price=Decimal("0.0075"), currency="USD", created_at=AN_HOUR_AGO)  # fmt: skip
+    make_message(provider="twilio", status="sent", created_at=AN_HOUR_AGO)
+    make_message(direction="inbound", status="received", from_number="+447911123457",
+                 created_at=AN_HOUR_AGO)  # fmt: skip
+    # Outside 7 days, inside 30: only the 30-day view counts it.
+    delivered("sandbox", 100, created_at=TEN_DAYS_AGO)
+    # Opt-outs: two on the list now; three opt-outs and one opt-in in the period, one older.
+    OptOut.objects.create(phone_number="+447911000001")
+    OptOut.objects.create(phone_number="+447911000002")
+    for number, action in (("1", "opt_out"), ("2", "opt_out"), ("3", "opt_out"), ("3", "opt_in")):
+        change = OptOutChange.objects.create(phone_number=f"+44791100000{number}", action=action)
+        OptOutChange.objects.filter(pk=change.pk).update(created_at=AN_HOUR_AGO)
+    old = OptOutChange.objects.create(phone_number="+447911000009", action="opt_out")
+    OptOutChange.objects.filter(pk=old.pk).update(created_at=TEN_DAYS_AGO)
+    for received in (AN_HOUR_AGO, AN_HOUR_AGO, TEN_DAYS_AGO):
+        hook = WebhookRequest.objects.create(
+            provider="sandbox", kind="status", method="POST", path="/w/",
+            authenticated=False, state="unauthenticated",
+        )  # fmt: skip
+        WebhookRequest.objects.filter(pk=hook.pk).update(received_at=received)
+
+
+def test_seven_day_figures(dataset):
+    figures = selectors.dashboard("7d", now=NOW)
+    assert figures["total"] == 13
+    assert {r["status"]: r["count"] for r in figures["by_status"]} == {
+        "queued": 1, "sent": 1, "delivered": 6, "failed": 3, "expired": 1, "received": 1,
+    }  # fmt: skip
+    assert [r["status"] for r in figures["by_status"]][:3] == ["queued", "sent", "delivered"]
+    rates = {
+        r["provider"]: (r["delivered"], r["outcomes"]) for r in figures["delivery_by_provider"]
+    }
+    assert rates == {"sandbox": (4, 6), "twilio": (2, 4)}
+
+    series = figures["delivery_rate"]
+    assert len(series["labels"]) == 8 and series["labels"][-1] == "2026-01-15"
+    assert series["series"]["sandbox"][-1] == 66.67
+    assert series["series"]["twilio"][-1] == 50.0
+    assert series["series"]["sandbox"][:-1] == [None] * 7  # no outcome those days: gaps
+
+    latency = {r["provider"]: r for r in figures["latency"]}
+    assert latency["sandbox"]["n"] == 4
+    assert latency["sandbox"]["median"] == pytest.approx(2.5)
+    assert latency["sandbox"]["p95"] == pytest.approx(8.95)  # 3 + (10 - 3) * 0.85
+    assert latency["twilio"]["median"] == pytest.approx(6.0)
+    assert latency["twilio"]["p95"] == pytest.approx(6.9)
+
+    assert figures["top_errors"] == [
+        {"provider": "twilio", "error_code": "30003", "n": 2},
+        {"provider": "sandbox", "error_code": "absent-subscriber", "n": 1},
+        {"provider": "sandbox", "error_code": "ttl-expired", "n": 1},
+    ]
+    assert figures["spend"] == [
+        {"provider": "sandbox", "currency": "EUR", "amount": Decimal("0.04")},
+        {"provider": "twilio", "currency": "USD", "amount": Decimal("0.03")},
+    ]
+    assert figures["optouts"] == {"current": 2, "opted_out": 3, "opted_in": 1}
+    assert figures["failed_auth"] == {"sandbox": 2}
+
+
+def test_thirty_days_include_the_older_message(dataset):
+    figures = selectors.dashboard("30d", now=NOW)
+    assert figures["total"] == 14
+    latency = {r["provider"]: r for r in figures["latency"]}
+    assert latency["sandbox"]["n"] == 5
+    assert latency["sandbox"]["median"] == pytest.approx(3.0)
+    assert figures["optouts"]["opted_out"] == 4
+    assert figures["failed_auth"] == {"sandbox": 3}
+    day = TEN_DAYS_AGO.strftime("%Y-%m-%d")
+    index = figures["delivery_rate"]["labels"].index(day)
+    assert figures["delivery_rate"]["series"]["sandbox"][index] == 100.0
+
+
+def test_twenty_four_hours_are_bucketed_by_hour(dataset):
+    figures = selectors.dashboard("24h", now=NOW)
+    assert figures["bucket"] == "hour"
+    labels = figures["delivery_rate"]["labels"]
+    assert labels[0] == "2026-01-14 12:00" and labels[-1] == "2026-01-15 12:00"
+    assert figures["delivery_rate"]["series"]["sandbox"][labels.index("2026-01-15 11:00")] == 66.67
+
+
+def test_an_empty_period():
+    figures = selectors.dashboard("24h", now=NOW)
+    assert figures["total"] == 0 and figures["latency"] == [] and figures["by_status"] == []
+
+
+def test_percentile_matches_percentile_cont():
+    assert selectors.percentile([], 0.5) is None
+    assert selectors.percentile([4.0], 0.95) == 4.0
+    assert selectors.percentile([1, 2, 3, 4], 0.5) == 2.5
+    assert selectors.percentile([10, 20, 30, 40, 50], 0.95) == pytest.approx(48.0)
+
+
+@pytest.mark.postgres
+def test_postgres_percentiles_agree_with_the_python_fallback(on_postgres, dataset, monkeypatch):
+    on_pg = selectors.dashboard("7d", now=NOW)["latency"]
+    monkeypatch.setattr(selectors.connection, "vendor", "sqlite")
+    in_python = selectors.dashboard("7d", now=NOW)["latency"]
+    for a, b in zip(on_pg, in_python, strict=True):
+        assert a["provider"] == b["provider"] and a["n"] == b["n"]
+        assert a["median"] == pytest.approx(b["median"]) and a["p95"] == pytest.approx(b["p95"])
+
+
+def test_dashboard_page(superuser_client):
+    for latency in (1, 3):
+        delivered("sandbox", latency, price=Decimal("0.5"), currency="EUR",
+                  created_at=timezone.now() - timedelta(minutes=5))  # fmt: skip
+    make_message(status="failed", error_code="absent-subscriber")
+    response = superuser_client.get(reverse("admin:messaging_dashboard"), {"period": "24h"})
+    assert response.status_code == 200
+    html = response.content.decode()
+    for canvas in ("chart-delivery-rate", "chart-status", "chart-latency"):
+        assert f'<canvas id="{canvas}"' in html
+    assert "herald/vendor/chart.umd.js" in html and "herald/dashboard.js" in html
+    assert "cdn" not in html.lower()
+    charts = json.loads(html.split('id="herald-charts" type="application/json">')[1].split("<")[0])
+    assert charts["byStatus"] == {"labels": ["delivered", "failed"], "counts": [2, 1]}
+    assert charts["latency"]["median"] == [2.0]
+    assert "The handset was off or out of coverage" in html
+    assert 'aria-current="true">Last 24 hours' in html
+
+
+def test_unknown_period_falls_back_to_the_default(superuser_client):
+    response = superuser_client.get(reverse("admin:messaging_dashboard"), {"period": "1y"})
+    assert response.status_code == 200 and response.context["period"] == "7d"
+
+
+def test_chart_library_is_shipped_in_static():
+    from django.contrib.staticfiles import finders
+
+    path = finders.find("herald/vendor/chart.umd.js")
+    assert path, "static/herald/vendor/chart.umd.js is missing"
+    with open(path, encoding="utf-8") as handle:
+        head = handle.read(200)
+    assert "Chart.js v4" in head
+    assert finders.find("herald/vendor/chart.js-LICENSE.md")
