@@ -889,3 +889,34 @@ def test_round_trip_through_the_emulator(api, public_url, settings):
         # otherwise its request thread closes the shared test database connection after the
         # live server has gone (an unhandled thread exception at teardown).
         emu._session.close()
+
+
+def test_emulator_answers_twilio_errors(settings):
+    from messaging.emulator.base import Emulator, Faults
+    from messaging.emulator.twilio import TwilioEmulator
+
+    settings.PUBLIC_BASE_URL = PUBLIC
+    with Emulator(receipt_delay=60, providers={"twilio": TwilioEmulator}) as emu:
+        provider = configure(settings, BASE_URL=emu.url)
+        url = f"{emu.url}/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
+        good = {"To": "+14155550100", "From": "+14155550199", "Body": "hi"}
+
+        def code(data, auth=(ACCOUNT, TOKEN)):
+            response = requests.post(url, data=data, auth=auth, timeout=5)
+            return response.status_code, response.json()["code"]
+
+        assert code(good, auth=(ACCOUNT, "wrong")) == (401, 20003)
+        assert code({**good, "To": "12345"}) == (400, 21211)
+        assert code({"To": "+14155550100", "Body": "hi"}) == (400, 21603)
+        assert code({**good, "Body": ""}) == (400, 21602)
+        assert code({**good, "Body": "x" * 1601}) == (400, 21617)
+        missing = requests.get(
+            url.replace(".json", "/SMnope.json"), auth=(ACCOUNT, TOKEN), timeout=5
+        )
+        assert (missing.status_code, missing.json()["code"]) == (404, 20404)
+
+        # injected throttling comes back in Twilio's format and is retried by the provider
+        emu.faults = Faults(rate_429=1.0)
+        with pytest.raises(RetryableSendError) as info:
+            provider.send(sms(), requests.Session())
+        assert info.value.code == "20429"
