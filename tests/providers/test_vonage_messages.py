@@ -23,7 +23,10 @@ import requests
 import responses
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from django.db import connection
 
+from messaging.emulator.base import Emulator, Faults
+from messaging.emulator.vonage_messages import VonageMessagesEmulator
 from messaging.errors import OptedOut
 from messaging.models import (
     Message,
@@ -42,6 +45,7 @@ from messaging.providers.base import (
     WebhookInput,
     WebhookParseError,
 )
+from messaging.sender import Sender
 from messaging.services.messages import create_outbound
 from messaging.services.sending import claim_due, send_one
 from messaging.status import Status
@@ -759,3 +763,145 @@ def test_inbound_stop_opts_the_sender_out(vonage, client):
 
 def test_fetch_reports_has_no_api(vonage):
     assert vonage.fetch_reports(None, requests.Session()) is None
+
+
+# --- the emulator: Herald -> emulated Vonage -> signed receipts -> final status --------------
+
+
+def _emulator(delay=0.0, **kwargs):
+    return Emulator(receipt_delay=delay, providers={NAME: VonageMessagesEmulator}, **kwargs)
+
+
+def drain(emu, max_seconds=20):
+    """Send everything due on one thread, then wait for every receipt to be posted."""
+    sender = Sender(concurrency=1, batch_size=20)
+    deadline = time.monotonic() + max_seconds
+    try:
+        while time.monotonic() < deadline:
+            sender.tick()
+            if not Message.objects.filter(status__in=["queued", "sending"]).exists():
+                break
+            time.sleep(0.05)
+    finally:
+        sender.pool.shutdown()
+    assert emu.wait_idle(timeout=max_seconds)
+
+
+def receipt_delay():
+    # The in-memory SQLite test database locks whole tables across threads, so receipts wait
+    # until the sender has written every send response. PostgreSQL needs no wait (and the
+    # receipt-before-202 race has its own test above).
+    return 0 if connection.vendor == "postgresql" else 1.5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_round_trip_through_the_emulator(settings, rsa_key, live_server):
+    with _emulator(receipt_delay()) as emu:
+        configure(settings, APPLICATION_ID=APP_ID, PRIVATE_KEY=rsa_key[1], BASE_URL=emu.url)
+        settings.PUBLIC_BASE_URL = live_server.url
+
+        def queue(to, body="Hello from Herald"):
+            return create_outbound(to=to, body=body, source="api", provider=NAME)
+
+        failed, expired, shuffled = (
+            queue("+447911123450"),
+            queue("+447911123451"),
+            queue("+447911123452"),
+        )
+        silent, delivered = queue("+447911123453"), queue("+447911123457")
+        multipart = queue("+447911123458", body="Привет, мир! " * 8)
+        drain(emu)
+
+    for message in (failed, expired, shuffled, silent, delivered, multipart):
+        message.refresh_from_db()
+        assert uuid.UUID(message.provider_message_id)
+    assert (failed.status, failed.error_code) == (Status.FAILED, "1230")
+    assert (expired.status, expired.error_code) == (Status.EXPIRED, "1360")
+    assert silent.status == Status.SENT
+    assert (delivered.status, delivered.price, delivered.currency) == (
+        Status.DELIVERED,
+        Decimal("0.0333"),
+        "EUR",
+    )
+    # digit 2: delivered, a late submitted, then the same delivered again (a retry)
+    assert shuffled.status == Status.DELIVERED
+    assert webhook_events(shuffled) == [
+        ("delivered", "delivered", True),
+        ("sent", "submitted", False),
+    ]
+    assert multipart.status == Status.DELIVERED
+    final = multipart.events.get(source="webhook", status="delivered")
+    assert final.raw_payload["sms"]["total_count"] == "2"
+    assert len(final.raw_payload["sms"]["segments"]) == 2
+    # every receipt arrived signed, was stored, authenticated and processed
+    requests_ = WebhookRequest.objects.filter(provider=NAME)
+    assert requests_.count() == 2 + 2 + 3 + 0 + 2 + 2
+    assert set(requests_.values_list("authenticated", "state")) == {(True, "processed")}
+    assert emu.stats.snapshot()["sends"][NAME]["+447911123457"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_emulated_inbound_stop(settings, live_server):
+    settings.PUBLIC_BASE_URL = live_server.url
+    configure(settings)
+    settings.PUBLIC_BASE_URL = live_server.url
+    with _emulator() as emu:
+        webhook = emu.providers[NAME].inbound(
+            sender="+447911123456", to="447700900000", text="stop"
+        )
+        response = requests.post(
+            webhook.url, data=webhook.body, headers=webhook.headers, timeout=10
+        )
+    assert response.status_code == 200
+    assert webhook.url == f"{live_server.url}{INBOUND_PATH}"
+    inbound = Message.objects.get(direction="inbound")
+    assert OptOut.objects.get(phone_number="+447911123456").source_message == inbound
+
+
+@pytest.mark.django_db
+def test_emulator_authenticates_like_vonage(settings, rsa_key):
+    with _emulator() as emu:
+        provider = configure(
+            settings, APPLICATION_ID=APP_ID, PRIVATE_KEY=rsa_key[1], BASE_URL=emu.url
+        )
+        assert provider.send(sms(), requests.Session()).provider_message_ids
+
+        stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        forged = jwt.encode(
+            {"application_id": APP_ID, "iat": int(time.time()), "jti": "x",
+             "exp": int(time.time()) + 60},
+            stranger, algorithm="RS256",
+        )  # fmt: skip
+        reply = requests.post(
+            f"{emu.url}/v1/messages",
+            json={"message_type": "text"},
+            headers={"Authorization": f"Bearer {forged}"},
+            timeout=10,
+        )
+        assert reply.status_code == 401
+        assert reply.headers["Content-Type"] == "application/problem+json"
+
+        wrong = base64.b64encode(b"abcd1234:wrong-secret").decode()
+        reply = requests.post(
+            f"{emu.url}/v1/messages",
+            json={"message_type": "text"},
+            headers={"Authorization": f"Basic {wrong}"},
+            timeout=10,
+        )
+        assert reply.status_code == 401
+        assert reply.json()["title"] == "You did not provide correct credentials."
+        ok = configure(settings, BASE_URL=emu.url)
+        assert ok.send(sms(), requests.Session()).provider_message_ids
+
+        with pytest.raises(PermanentSendError) as caught:
+            ok.send(sms(to="+12"), requests.Session())
+        assert caught.value.code == "1150"
+
+
+@pytest.mark.django_db
+def test_emulator_faults_are_vonage_problems(settings):
+    with _emulator(faults=Faults(rate_429=1.0)) as emu:
+        provider = configure(settings, BASE_URL=emu.url)
+        with pytest.raises(RetryableSendError) as caught:
+            provider.send(sms(), requests.Session())
+    assert caught.value.code == "1010"
