@@ -200,7 +200,11 @@ class VonageMessagesProvider(Provider):
             raise WebhookAuthError("Authorization is not a Bearer JWT")
         secrets = self.secrets("SIGNATURE_SECRET")
         if not secrets:
-            raise WebhookAuthError("VONAGE_SIGNATURE_SECRET is not configured")
+            # Our misconfiguration, not a forgery: 503, so Vonage keeps retrying (for 24 hours)
+            # and the webhooks arrive once the secret is set.
+            error = WebhookAuthError("VONAGE_SIGNATURE_SECRET is not configured")
+            error.status_code = 503
+            raise error
         claims = _decode_webhook_jwt(token.strip(), secrets)
         # The hash binds the token to these exact bytes; Vonage calls it optional on HTTPS and
         # the Python SDK skips it, so a token could otherwise be replayed with another body.
