@@ -81,6 +81,19 @@ PROVIDER_SPECS = {
 }
 
 
+# The options that authenticate each provider's webhooks: with WEBHOOK_SIGNING on (the default),
+# at least one must be set, or `manage.py check` fails naming the variables.
+WEBHOOK_AUTH_OPTIONS = {
+    "sandbox": ("WEBHOOK_SECRET",),
+    "vonage-sms": ("SIGNATURE_SECRET",),
+    "vonage-messages": ("SIGNATURE_SECRET",),
+    "sinch": ("WEBHOOK_SECRET",),
+    "infobip": ("WEBHOOK_PASSWORD", "WEBHOOK_TOKEN"),
+    "twilio": ("AUTH_TOKEN",),
+}
+VONAGE_SIGNATURE_METHODS = ("md5hash", "md5", "sha1", "sha256", "sha512")
+
+
 def build_sms_providers(env):
     """Return (SMS_PROVIDERS, enabled names, default name) from the environment."""
     enabled = env.list("SMS_PROVIDERS_ENABLED", default=["sandbox"])

@@ -4,7 +4,7 @@ a provider whose webhook authentication is switched off is a deploy warning."""
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
-from config.providers import PROVIDER_SPECS
+from config.providers import PROVIDER_SPECS, VONAGE_SIGNATURE_METHODS, WEBHOOK_AUTH_OPTIONS
 
 
 @register()
@@ -31,6 +31,7 @@ def providers_configured(app_configs, **kwargs):
                         id="herald.E002",
                     )
                 )
+        errors += _webhook_auth_errors(name, config)
     if settings.SMS_DEFAULT_PROVIDER not in settings.SMS_PROVIDERS_ENABLED:
         errors.append(
             Error(
@@ -46,6 +47,46 @@ def providers_configured(app_configs, **kwargs):
                     id="herald.E004",
                 )  # fmt: skip
             )
+    return errors
+
+
+def _signing_on(config) -> bool:
+    return str(config["OPTIONS"].get("WEBHOOK_SIGNING", "true")).lower() not in ("0", "false", "no")
+
+
+def _webhook_auth_errors(name, config) -> list:
+    """Signing is on unless switched off explicitly; then it needs its secret."""
+    errors = []
+    options, env_names = config["OPTIONS"], config.get("ENV", {})
+    wanted = WEBHOOK_AUTH_OPTIONS.get(name, ())
+    if _signing_on(config) and wanted and not any(options.get(o) for o in wanted):
+        variables = " or ".join(env_names.get(o, (o,))[0] for o in wanted)
+        switch = env_names.get("WEBHOOK_SIGNING", ("WEBHOOK_SIGNING",))[0]
+        errors.append(
+            Error(
+                f"Provider '{name}' authenticates its webhooks but {variables} is not set.",
+                hint=f"Set {variables}, or set {switch}=false to accept unauthenticated "
+                "webhooks (check --deploy warns about that).",
+                id="herald.E005",
+            )
+        )
+    if name == "twilio" and not (options.get("FROM") or options.get("MESSAGING_SERVICE_SID")):
+        errors.append(
+            Error(
+                "Provider 'twilio' needs TWILIO_FROM or TWILIO_MESSAGING_SERVICE_SID.",
+                id="herald.E007",
+            )
+        )
+    method = str(options.get("SIGNATURE_METHOD") or "")
+    if name == "vonage-sms" and method and method not in VONAGE_SIGNATURE_METHODS:
+        errors.append(
+            Error(
+                f"VONAGE_SIGNATURE_METHOD '{method}' is not one of "
+                + ", ".join(VONAGE_SIGNATURE_METHODS)
+                + ".",
+                id="herald.E006",
+            )
+        )
     return errors
 
 

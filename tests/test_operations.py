@@ -63,7 +63,8 @@ def test_check_deploy_is_clean_under_production_settings():
 def test_check_deploy_warns_when_webhook_signing_is_off():
     result = manage("check", "--deploy", SANDBOX_WEBHOOK_SIGNING="x",
                     SMS_PROVIDERS_ENABLED="sandbox,twilio", TWILIO_ACCOUNT_SID="AC1",
-                    TWILIO_AUTH_TOKEN="t", TWILIO_WEBHOOK_SIGNING="false")  # fmt: skip
+                    TWILIO_AUTH_TOKEN="t", TWILIO_FROM="+14155550100",
+                    TWILIO_WEBHOOK_SIGNING="false")  # fmt: skip
     assert "herald.W001" in result.stdout + result.stderr
     assert "twilio" in result.stdout + result.stderr
 
@@ -136,3 +137,30 @@ def test_request_send_and_receipt_log_lines_are_json_without_bodies(api, public_
         parsed = json.loads(line)  # one JSON object per line
         assert "message" in parsed and "level" in parsed
         assert "918273" not in line and "leak" not in line
+
+
+def test_signing_on_without_a_secret_fails_check():
+    result = manage("check", SMS_PROVIDERS_ENABLED="sinch", SINCH_SERVICE_PLAN_ID="p",
+                    SINCH_API_TOKEN="t", SINCH_FROM="Herald")  # fmt: skip
+    assert result.returncode != 0
+    assert "SINCH_WEBHOOK_SECRET" in result.stderr and "herald.E005" in result.stderr
+    ok = manage("check", SMS_PROVIDERS_ENABLED="sinch", SINCH_SERVICE_PLAN_ID="p",
+                SINCH_API_TOKEN="t", SINCH_FROM="Herald", SINCH_WEBHOOK_SECRET="s")  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_unknown_vonage_signature_method_fails_check():
+    result = manage("check", SMS_PROVIDERS_ENABLED="vonage-sms", VONAGE_API_KEY="k",
+                    VONAGE_API_SECRET="s", VONAGE_FROM="Herald", VONAGE_SIGNATURE_SECRET="x",
+                    VONAGE_SIGNATURE_METHOD="sha3")  # fmt: skip
+    assert result.returncode != 0 and "herald.E006" in result.stderr
+
+
+def test_twilio_needs_a_sender_or_a_messaging_service():
+    base = {
+        "SMS_PROVIDERS_ENABLED": "twilio",
+        "TWILIO_ACCOUNT_SID": "AC1",
+        "TWILIO_AUTH_TOKEN": "t",
+    }
+    assert "herald.E007" in manage("check", **base).stderr
+    assert manage("check", TWILIO_MESSAGING_SERVICE_SID="MG1", **base).returncode == 0

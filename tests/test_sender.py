@@ -192,3 +192,18 @@ def test_a_reused_provider_id_does_not_break_the_record(script):
     assert send_one(b, session=None, owner="test") == "sent"
     first.refresh_from_db(), second.refresh_from_db()
     assert {first.provider_message_id, second.provider_message_id} == {"same-id", None}
+
+
+def test_partial_send_rolls_up_to_rejected_and_is_not_resent(script):
+    outcomes, calls = script
+    outcomes.append(SendResult(["p1"], refused_parts=[("1", "Throttled")]))
+    message = queue()
+    assert attempt(message) in ("sent", "rejected")
+    message.refresh_from_db()
+    assert message.status == "rejected"
+    assert message.error_text.startswith("1 of 2 parts refused")
+    assert list(message.parts.order_by("index").values_list("status", flat=True)) == [
+        "sent",
+        "rejected",
+    ]
+    assert claim_due(10, "test") == [] and len(calls) == 1

@@ -316,6 +316,7 @@ class Emulator:
         if self._server:
             self._server.shutdown()
             self._server.server_close()
+        self._session.close()  # drop keep-alive connections before the webhook server goes
 
     def __enter__(self):
         return self.start()

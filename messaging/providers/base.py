@@ -58,6 +58,9 @@ class SendResult:
     price: Decimal | None = None
     currency: str = ""
     raw: dict | list | None = None
+    #: parts the provider refused while accepting others: [(code, text)]. The accepted parts
+    #: are on their way, so the message is not resent; it rolls up to `rejected`.
+    refused_parts: list = field(default_factory=list)
 
 
 @dataclass

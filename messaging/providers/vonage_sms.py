@@ -244,6 +244,11 @@ class VonageSmsProvider(Provider):
                 price=sum(prices) if prices and None not in prices else None,
                 currency="",  # the account's currency; Vonage does not say which
                 raw=data,
+                refused_parts=[
+                    (str(p.get("status", "")), str(p.get("error-text", "")))
+                    for p in refused
+                    if isinstance(p, dict)
+                ],
             )
         raise self._refusal(refused, data)
 

@@ -19,7 +19,7 @@ from messaging.models import Message, MessagePart, OptOut, Source, StatusEvent
 from messaging.providers.base import OutboundSms, SendError, SendResult
 from messaging.services import optouts
 from messaging.services.receipts import match_unmatched
-from messaging.status import Status, decide, sender_may
+from messaging.status import Status, decide, roll_up, sender_may
 
 log = logging.getLogger("herald.sender")
 
@@ -169,6 +169,8 @@ def record_sent(message: Message, result: SendResult) -> str:
             applied, note = False, decision.reason + " (a receipt arrived first)"
         locked.lease_owner, locked.lease_until = "", None
         locked.save()
+        if result.refused_parts:
+            _record_refused_parts(locked, len(ids), result.refused_parts)
         StatusEvent.objects.create(
             message=locked,
             status=Status.SENT,
@@ -180,6 +182,37 @@ def record_sent(message: Message, result: SendResult) -> str:
         )
     match_unmatched(locked)
     return locked.status
+
+
+def _record_refused_parts(locked: Message, accepted: int, refused: list):
+    """Parts refused while others were accepted: kept as rejected parts, so the message rolls
+    up to `rejected` (the recipient gets an incomplete text) and is never resent whole."""
+    MessagePart.objects.bulk_create(
+        MessagePart(
+            message=locked,
+            index=accepted + n,
+            provider=locked.provider,
+            provider_message_id=f"refused:{locked.pk}:{n}",
+            status=Status.REJECTED,
+            error_code=str(code)[:64],
+        )
+        for n, (code, _text) in enumerate(refused)
+    )
+    total = accepted + len(refused)
+    detail = "; ".join(f"{code}: {text}" for code, text in refused)
+    locked.status = roll_up(locked.parts.values_list("status", flat=True))
+    locked.error_code = str(refused[0][0])[:64]
+    locked.error_text = f"{len(refused)} of {total} parts refused ({detail})"
+    locked.completed_at = timezone.now()
+    locked.save()
+    StatusEvent.objects.create(
+        message=locked,
+        status=locked.status,
+        error_code=locked.error_code,
+        error_text=locked.error_text,
+        source=Source.SENDER,
+        note="partial send: the accepted parts are not resent",
+    )
 
 
 def backoff_seconds(attempt: int, retry_after=None) -> float:

@@ -714,10 +714,16 @@ def test_partial_send_failure_records_sent_with_accepted_part(settings, mocked):
     )
     [claimed] = claim_due(10, "test-owner")
     mocked.add(responses.POST, SEND_URL, body=fixture("send_sms_partial_error.json"))
-    assert send_one(claimed, requests.Session(), "test-owner") == Status.SENT
+    assert send_one(claimed, requests.Session(), "test-owner") == Status.REJECTED
     message.refresh_from_db()
     assert message.attempts == 1  # the accepted part was not sent again
-    assert message.parts.count() == 1
+    assert claim_due(10, "test-owner") == []
+    # part 1 accepted, part 2 refused (status 1, Throttled): an incomplete text is `rejected`
+    assert list(message.parts.values_list("status", "error_code")) == [
+        ("sent", ""),
+        ("rejected", "1"),
+    ]
+    assert (message.status, message.error_code) == (Status.REJECTED, "1")
     event = message.events.get(status="sent")
     assert event.provider_status == "partial: 1/2 parts refused (1)"
     assert event.raw_payload["messages"][1]["error-text"] == "Throttled"
