@@ -744,6 +744,3 @@ def test_round_trip_through_the_emulator(api, public_url, settings):
         # reconciliation against the emulator's /sms/3/logs
         [report] = get_provider("infobip").fetch_reports(delivered, requests.Session())
         assert (report.status, report.provider_message_id) == ("delivered", str(delivered.pk))
-        # Emulator.stop() leaves its keep-alive connections to the live server open, and with
-        # them a live-server thread's database connection (CONN_MAX_AGE): close them here.
-        emu._session.close()
