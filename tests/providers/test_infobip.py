@@ -744,3 +744,83 @@ def test_round_trip_through_the_emulator(api, public_url, settings):
         # reconciliation against the emulator's /sms/3/logs
         [report] = get_provider("infobip").fetch_reports(delivered, requests.Session())
         assert (report.status, report.provider_message_id) == ("delivered", str(delivered.pk))
+
+
+# --- the emulator speaks Infobip's formats ----------------------------------------------------
+
+
+@pytest.fixture
+def emulator(settings):
+    from messaging.emulator.base import Emulator, Faults
+
+    with Emulator(receipt_delay=60, webhook_base="http://127.0.0.1:9", faults=Faults()) as emu:
+        configure(settings, BASE_URL=emu.url)
+        yield emu
+
+
+def test_emulator_answers_like_infobip(emulator):
+    provider = get_provider("infobip")
+    session = requests.Session()
+    long_text = outbound(message_id="emu-1", body="x" * 200)
+    result = provider.send(long_text, session)
+    assert result.provider_message_ids == ["emu-1"]
+    assert (result.provider_status, result.segments) == ("PENDING_ACCEPTED", 2)
+    # a second send with the same messageId: REJECTED_DUPLICATE_MESSAGE_ID
+    assert provider.send(outbound(message_id="emu-1", attempt=2), session).provider_message_ids == [
+        "emu-1"
+    ]
+    with pytest.raises(PermanentSendError) as caught:
+        provider.send(outbound(message_id="emu-1", attempt=1), session)
+    assert caught.value.code == "REJECTED_DUPLICATE_MESSAGE_ID"
+    with pytest.raises(PermanentSendError) as caught:
+        provider.send(outbound(message_id="emu-2", to="+12"), session)
+    assert caught.value.code == "REJECTED_DESTINATION"
+    with pytest.raises(PermanentSendError) as caught:
+        provider.send(outbound(message_id="emu-3", body=None), session)  # content.text: null
+    assert caught.value.code == "E400" and "content.text" in str(caught.value)
+
+
+def test_emulator_refuses_a_wrong_key_and_injects_429(emulator):
+    provider = get_provider("infobip")
+    request = provider.build_send_request(outbound())
+    response = requests.post(
+        request.url, json=request.json, headers={"Authorization": "App wrong"}, timeout=5
+    )
+    assert response.status_code == 401
+    with pytest.raises(PermanentSendError) as caught:
+        provider.parse_send_response(response)
+    assert caught.value.code == "UNAUTHORIZED"
+    emulator.faults.rate_429 = 1.0
+    with pytest.raises(RetryableSendError) as caught:
+        provider.send(outbound(), requests.Session())
+    assert caught.value.code == "TOO_MANY_REQUESTS"
+    assert emulator.stats.snapshot()["faults"] == {"infobip:429": 1}
+
+
+def test_emulator_receipt_and_log_formats(emulator):
+    from messaging.emulator.base import Step
+
+    get_provider("infobip").send(outbound(message_id="emu-9"), requests.Session())
+    emu = emulator.providers["infobip"]
+    sent = emu.lookup("emu-9")
+    webhook = emu.receipt(sent, Step("failed", "error", 500), 0)
+    assert webhook.url == ("https://herald.example.com/webhooks/infobip/status/?token=token-one")
+    assert webhook.headers["Authorization"] == basic("infobip", "old-password")
+    request = winput(webhook.body, query=[("token", "token-one")])
+    request.headers = {"authorization": webhook.headers["Authorization"]}
+    provider = get_provider("infobip")
+    provider.verify_webhook(request, "status")  # what Herald accepts
+    [report] = provider.parse_status_webhook(request)
+    assert (report.status, report.error_code) == (Status.FAILED, "27")
+    assert report.client_reference == report.provider_message_id == "emu-9"
+    assert report.provider_timestamp is not None
+
+    response = requests.get(
+        f"{emulator.url}/sms/3/logs",
+        params={"messageId": "emu-9"},
+        headers={"Authorization": "App test-api-key"},
+        timeout=5,
+    )
+    [entry] = response.json()["results"]
+    assert entry["destination"] == "41793026727" and entry["content"]["text"]
+    assert entry["status"]["groupName"] == "PENDING"  # no receipt posted yet
