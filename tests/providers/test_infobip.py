@@ -682,6 +682,46 @@ def test_fetch_reports_empty_and_failing(infobip):
         infobip.fetch_reports(message, requests.Session())
 
 
+@pytest.mark.django_db
+@responses.activate
+def test_fetch_reports_for_an_ambiguous_send_asks_by_our_id(infobip):
+    message = create_outbound(to="+447911123457", body="Hi", source="api", provider="infobip")
+    Message.objects.filter(pk=message.pk).update(status=Status.UNKNOWN)
+    message.refresh_from_db()
+    assert message.provider_message_id is None  # the send response was never stored
+    responses.get(
+        f"{BASE_URL}/sms/3/logs",
+        json={"results": []},
+        match=[matchers.query_param_matcher({"messageId": str(message.pk)})],
+    )
+    assert infobip.fetch_reports(message, requests.Session()) == []
+    assert len(responses.calls) == 1
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_reconcile_settles_a_stuck_message_from_the_logs(infobip):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from messaging.services.reconcile import reconcile
+
+    stuck = sent_message()
+    Message.objects.filter(pk=stuck.pk).update(sent_at=timezone.now() - timedelta(days=3))
+    logs = fixture("logs_v3.json")
+    logs["results"][0]["messageId"] = str(stuck.pk)
+    responses.get(
+        f"{BASE_URL}/sms/3/logs",
+        json=logs,
+        match=[matchers.query_param_matcher({"messageId": str(stuck.pk)})],
+    )
+    counts = reconcile(requests.Session())
+    stuck.refresh_from_db()
+    assert stuck.status == "delivered"
+    assert counts["pulled"] == 1 and counts["errors"] == 0
+
+
 # --- round trip through the emulator ----------------------------------------------------------
 
 
