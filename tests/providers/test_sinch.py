@@ -26,6 +26,7 @@ from messaging.providers.base import (
     WebhookInput,
     WebhookParseError,
 )
+from messaging.providers.sinch import SinchProvider
 from messaging.services.messages import create_outbound
 from messaging.services.sending import record_sent
 from messaging.status import Status
@@ -697,3 +698,34 @@ def _sinch_only():
     from messaging.emulator.sinch import SinchEmulator
 
     return {"sinch": SinchEmulator}
+
+
+@pytest.mark.parametrize(
+    "overrides,sms_fields,error,code",
+    [
+        ({"API_TOKEN": "wrong"}, {}, PermanentSendError, "http-401"),
+        ({"SERVICE_PLAN_ID": "other-plan"}, {}, PermanentSendError, "http-401"),
+        ({}, {"to": "+44 7700"}, PermanentSendError, "syntax_invalid_parameter_format"),
+        ({}, {"body": ""}, PermanentSendError, "syntax_constraint_violation"),
+    ],
+)
+def test_emulator_refuses_like_sinch(settings, overrides, sms_fields, error, code):
+    from messaging.emulator.base import Emulator
+
+    with Emulator(receipt_delay=0, providers=_sinch_only()) as emu:
+        configure(settings, BASE_URL=emu.url)  # what the emulator checks against
+        herald = SinchProvider("sinch", options(BASE_URL=emu.url, **overrides))
+        with requests.Session() as session, pytest.raises(error) as caught:
+            herald.send(sms(**sms_fields), session)
+        assert caught.value.code == code
+        assert emu.stats.snapshot()["sends"] == {}
+
+
+def test_emulator_injected_throttling_is_retryable(settings):
+    from messaging.emulator.base import Emulator, Faults
+
+    with Emulator(receipt_delay=0, providers=_sinch_only(), faults=Faults(rate_429=1.0)) as emu:
+        provider = configure(settings, BASE_URL=emu.url)
+        with requests.Session() as session, pytest.raises(RetryableSendError) as caught:
+            provider.send(sms(), session)
+        assert caught.value.code == "http-429"
