@@ -192,7 +192,7 @@ class InfobipProvider(Provider):
         entry = messages[0]
         status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
         group, status_id = _int(status.get("groupId")), _int(status.get("id"))
-        name = str(status.get("name") or status.get("groupName") or status_id or "")
+        name = _status_name(status)
         message_id = str(entry.get("messageId") or "")
         if group == GROUP_REJECTED:
             if status_id == DUPLICATE_MESSAGE_ID:
@@ -285,7 +285,7 @@ class InfobipProvider(Provider):
         price = item.get("price") if isinstance(item.get("price"), dict) else {}
         return DeliveryReport(
             status=self.status_of(status),
-            provider_status=str(status.get("name") or status.get("groupName") or status_id),
+            provider_status=_status_name(status),
             provider_message_id=message_id,
             # callbackData is our id; without it (reports from an account-level subscription)
             # messageId is our id too, since we chose it.
@@ -367,6 +367,15 @@ def _results(request: WebhookInput) -> list:
     if not isinstance(results, list):
         raise WebhookParseError("body has no results[] list")
     return results
+
+
+def _status_name(status: dict) -> str:
+    """The name for the audit trail; ids when Infobip sent no names."""
+    name = status.get("name") or status.get("groupName")
+    if name:
+        return str(name)[:64]
+    ids = [f"{k} {status[k]}" for k in ("id", "groupId") if status.get(k) is not None]
+    return ", ".join(ids)
 
 
 def _basic_credentials(header: str):

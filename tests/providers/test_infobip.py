@@ -319,7 +319,7 @@ def test_every_status_in_the_table_is_mapped(infobip, group, group_name, sid, na
         # ids decide, not names: a renamed id 5 is still delivered, a mislabelled group is not
         ({"groupId": 3, "groupName": "DELIVERED", "id": 5, "name": "RENAMED"}, "delivered"),
         ({"groupId": 2, "groupName": "DELIVERED", "id": 9, "name": "X"}, "failed"),
-        ({"groupId": "3", "id": "2"}, "sent"),  # ids as strings
+        ({"groupId": "3", "id": "2"}, "sent"),  # ids as strings, no names
         ({"groupId": 9, "groupName": "NEW_GROUP", "id": 999, "name": "NEW"}, "unknown"),
         ({"groupName": "Delivered"}, "delivered"),  # no ids at all: the group name
         ({"groupName": "SOMETHING_ELSE"}, "unknown"),
@@ -328,6 +328,7 @@ def test_every_status_in_the_table_is_mapped(infobip, group, group_name, sid, na
 def test_status_is_compared_on_ids(infobip, status, expected):
     [report] = infobip.parse_status_webhook(winput({"results": [dlr("m-1", status)]}))
     assert report.status == Status(expected)
+    assert report.provider_status == status.get("name", status.get("groupName", "id 2, groupId 3"))
 
 
 # --- report and inbound parsing ---------------------------------------------------------------
