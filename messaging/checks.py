@@ -77,6 +77,24 @@ def _webhook_auth_errors(name, config) -> list:
                 id="herald.E007",
             )
         )
+    if name == "vonage-messages":
+        app, key = bool(options.get("APPLICATION_ID")), bool(options.get("PRIVATE_KEY"))
+        if app != key:
+            errors.append(
+                Error(
+                    "Provider 'vonage-messages' needs both VONAGE_APPLICATION_ID and "
+                    "VONAGE_PRIVATE_KEY (or neither, with VONAGE_API_SECRET).",
+                    id="herald.E008",
+                )
+            )
+        elif not app and not options.get("API_SECRET"):
+            errors.append(
+                Error(
+                    "Provider 'vonage-messages' needs VONAGE_APPLICATION_ID and "
+                    "VONAGE_PRIVATE_KEY, or VONAGE_API_SECRET.",
+                    id="herald.E008",
+                )
+            )
     method = str(options.get("SIGNATURE_METHOD") or "")
     if name == "vonage-sms" and method and method not in VONAGE_SIGNATURE_METHODS:
         errors.append(

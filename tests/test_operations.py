@@ -164,3 +164,11 @@ def test_twilio_needs_a_sender_or_a_messaging_service():
     }
     assert "herald.E007" in manage("check", **base).stderr
     assert manage("check", TWILIO_MESSAGING_SERVICE_SID="MG1", **base).returncode == 0
+
+
+def test_vonage_messages_needs_an_application_pair_or_a_secret():
+    base = {"SMS_PROVIDERS_ENABLED": "vonage-messages", "VONAGE_API_KEY": "k",
+            "VONAGE_FROM": "Herald", "VONAGE_SIGNATURE_SECRET": "s"}  # fmt: skip
+    assert "herald.E008" in manage("check", **base).stderr
+    assert "herald.E008" in manage("check", VONAGE_APPLICATION_ID="app", **base).stderr
+    assert manage("check", VONAGE_API_SECRET="secret", **base).returncode == 0

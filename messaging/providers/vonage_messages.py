@@ -189,12 +189,12 @@ class VonageMessagesProvider(Provider):
             return
         header = request.headers.get("authorization", "").strip()
         if not header:
-            # Vonage says that on rare internal errors it sends a callback unsigned, and that a
-            # 5xx makes it retry, signed next time (providers.md 2.7): ask for that retry. It is
-            # still stored and counted as a failed authentication.
-            error = WebhookAuthError("unsigned: no Authorization header")
-            error.status_code = 503
-            raise error
+            # Vonage says that on rare internal errors it sends a callback unsigned and that a
+            # 5xx would make it retry signed (providers.md 2.7). We still answer 401: Herald's
+            # rule is that an unauthenticated request is refused with a 4xx, and an attacker
+            # must not be able to make us look unavailable. The request is stored and counted,
+            # so a genuine one can be found in the admin (and reconcile covers the status).
+            raise WebhookAuthError("unsigned: no Authorization header")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise WebhookAuthError("Authorization is not a Bearer JWT")

@@ -440,11 +440,11 @@ def test_token_within_the_window_is_accepted(vonage):
 
 
 @pytest.mark.django_db
-def test_unsigned_callback_asks_vonage_to_retry(vonage, client):
-    # providers.md 2.7: Vonage may send an unsigned callback after an internal error; a 5xx
-    # makes it retry (signed). It is stored as a failed authentication all the same.
+def test_unsigned_callback_is_refused_and_recorded(vonage, client):
+    # providers.md 2.7: Vonage may send an unsigned callback after an internal error. Herald
+    # refuses every unauthenticated request with a 4xx and keeps it as evidence.
     response = post(client, STATUS_PATH, fixture("status_submitted.json"), token=None)
-    assert response.status_code == 503
+    assert response.status_code == 401
     assert WebhookRequest.objects.get().state == "unauthenticated"
 
 
