@@ -15,6 +15,7 @@ The base class owns the flow (the HTTP call, transport-error classification, the
 import hashlib
 import hmac
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -221,6 +222,9 @@ class Provider:
     STATUS_MAP: dict = {}
     #: whether this provider signs or otherwise authenticates its webhooks
     supports_webhook_auth = True
+    #: how far a signed webhook's timestamp may be from our clock, in seconds. No provider
+    #: publishes a window; five minutes is our choice against replays.
+    TIMESTAMP_TOLERANCE = 300
 
     def __init__(self, name: str, options: dict):
         self.name = name
@@ -253,6 +257,20 @@ class Provider:
             return Decimal(str(value))
         except InvalidOperation:
             return None
+
+    @staticmethod
+    def now() -> float:
+        """Unix time; one seam so tests can pin it."""
+        return time.time()
+
+    def check_fresh(self, stamp, label="timestamp"):
+        """Refuse a signed timestamp that is not a unix time or is outside the window."""
+        try:
+            age = abs(self.now() - int(stamp))
+        except (TypeError, ValueError):
+            raise WebhookAuthError(f"{label} is not a unix time") from None
+        if age > self.TIMESTAMP_TOLERANCE:
+            raise WebhookAuthError(f"{label} outside the allowed window")
 
     @staticmethod
     def constant_time_in(candidate: str, expected: list) -> bool:
