@@ -729,3 +729,36 @@ def test_emulator_injected_throttling_is_retryable(settings):
         with requests.Session() as session, pytest.raises(RetryableSendError) as caught:
             provider.send(sms(), session)
         assert caught.value.code == "http-429"
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_reconcile_settles_stuck_sinch_messages(sinch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from messaging.services.reconcile import reconcile
+
+    delivered = sent_message()
+    dispatched_only = sent_message(batch_id="01FC66621XXXXX119Z8PMV1QPQ", to="+447700900123")
+    report_url = f"{BASE}/xms/v1/{PLAN}/batches/{{}}/delivery_report/{{}}"
+    responses.get(
+        report_url.format("01JHFFHQ0P99JPPNQPJDV7JTBP", "+33662162466"),
+        json=fixture_json("recipient_delivered_signed.raw"),
+    )
+    responses.get(
+        report_url.format("01FC66621XXXXX119Z8PMV1QPQ", "+447700900123"),
+        json=fixture_json("recipient_dispatched.json"),
+    )
+    with requests.Session() as session:
+        counts = reconcile(session, now=timezone.now() + timedelta(days=30))
+    assert counts["errors"] == 0
+    delivered.refresh_from_db()
+    dispatched_only.refresh_from_db()
+    assert delivered.status == Status.DELIVERED
+    assert delivered.events.filter(source="reconcile", status="delivered", applied=True).exists()
+    assert (dispatched_only.status, dispatched_only.error_code) == (
+        Status.UNKNOWN,
+        "receipt-timeout",
+    )
