@@ -1,8 +1,8 @@
 """The claim/send loop behind `manage.py run_sender`.
 
 Each tick: recover expired leases, claim a batch of due messages, send them on a bounded thread
-pool (one requests.Session per thread and provider), honour per-provider rate limits, and post
-any due sandbox receipts.
+pool (one requests.Session per thread and provider), honour per-provider rate limits, post
+any due sandbox receipts, and apply stored webhook requests (messaging.applier).
 """
 
 import logging
@@ -17,6 +17,7 @@ import requests
 from django.conf import settings
 from django.db import close_old_connections, connection
 
+from messaging import applier
 from messaging.providers.sandbox import deliver_due_receipts
 from messaging.services.sending import claim_due, recover_expired_leases, send_one
 
@@ -88,6 +89,7 @@ class Sender:
         if batch:
             list(self.pool.map(self._send, batch))
         deliver_due_receipts(self.session("sandbox"))
+        applier.drain(max_batches=5)  # stored receipts (store-then-apply), bounded per tick
         return len(batch)
 
     def run(self, once=False, max_seconds=None):

@@ -89,10 +89,10 @@ def apply_parsed(stored: WebhookRequest, items: list, *, actor=None, source=Sour
                 )
     except Exception as exc:
         log.exception("webhook processing failed", extra={"webhook_request": stored.pk})
-        _mark(stored, WebhookRequest.State.FAILED, error=f"{type(exc).__name__}: {exc}",
+        mark(stored, WebhookRequest.State.FAILED, error=f"{type(exc).__name__}: {exc}",
               traceback=traceback.format_exc(), report_count=len(items))  # fmt: skip
         return False
-    _mark(stored, WebhookRequest.State.PROCESSED, error="", traceback="", report_count=len(items))
+    mark(stored, WebhookRequest.State.PROCESSED, error="", traceback="", report_count=len(items))
     return True
 
 
@@ -101,7 +101,7 @@ def process(stored: WebhookRequest, winput: WebhookInput, **kwargs) -> bool:
     try:
         items = parse(stored.provider, stored.kind, winput)
     except WebhookParseError as exc:
-        _mark(stored, WebhookRequest.State.INVALID, error=str(exc)[:2000])
+        mark(stored, WebhookRequest.State.INVALID, error=str(exc)[:2000])
         return False
     return apply_parsed(stored, items, **kwargs)
 
@@ -131,7 +131,8 @@ def replay(stored: WebhookRequest, *, actor=None) -> bool:
     return ok
 
 
-def _mark(stored: WebhookRequest, state, **fields):
+def mark(stored: WebhookRequest, state, **fields):
+    """Record a processing outcome on the evidence row (and on the instance)."""
     stored.state = state
     stored.processed_at = timezone.now()
     for name, value in fields.items():
@@ -140,3 +141,6 @@ def _mark(stored: WebhookRequest, state, **fields):
         WebhookRequest.objects.filter(pk=stored.pk).update(
             state=state, processed_at=stored.processed_at, **fields
         )
+
+
+_mark = mark  # the earlier private name

@@ -7,6 +7,7 @@ provider retries (Sinch retries only 5xx and 429).
 """
 
 import logging
+import traceback
 
 from django.conf import settings
 from django.db import DatabaseError
@@ -16,9 +17,9 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.core import is_ratelimited
 
-from messaging import providers
+from messaging import applier, providers
 from messaging.models import WebhookRequest
-from messaging.providers.base import WebhookAuthError, WebhookInput
+from messaging.providers.base import WebhookAuthError, WebhookInput, WebhookParseError
 from messaging.services import webhooks
 
 log = logging.getLogger("herald.webhooks")
@@ -104,21 +105,57 @@ class WebhookView(View):
             )
             return _answer(status, "authentication failed")
 
+        # Parse before storing, only to know the answer: what can never be applied is stored as
+        # invalid and answered 400 (the sender's fault), everything else is stored `received`.
         try:
-            stored = webhooks.store(self.provider_name, self.kind, winput, path, authenticated=True)
+            items = webhooks.parse(self.provider_name, self.kind, winput)
+        except WebhookParseError as exc:
+            detail = str(exc)[:2000]
+            return self._store_answer(
+                winput, path, 400, lambda row: _answer(400, "malformed payload", detail=detail,
+                                                       id=row.pk),
+                state=WebhookRequest.State.INVALID, error=detail,
+            )  # fmt: skip
+        except Exception as exc:  # a parser bug is ours: keep the request for replay, answer 2xx
+            log.exception("webhook parser raised", extra={"provider": self.provider_name})
+            status, response = self._ack(provider)
+            return self._store_answer(
+                winput, path, status, lambda row: response,
+                state=WebhookRequest.State.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000],
+                traceback=traceback.format_exc(),
+            )  # fmt: skip
+        status, response = self._ack(provider)
+        try:
+            stored = webhooks.store(
+                self.provider_name, self.kind, winput, path, authenticated=True,
+                state=WebhookRequest.State.RECEIVED, report_count=len(items),
+                response_status=status,
+            )  # fmt: skip
         except DatabaseError:
             log.exception("could not store a webhook", extra={"provider": self.provider_name})
             return _answer(503, "temporarily unable to store the request")
+        # Stored: from here on nothing is lost. Inline, apply now (a failure is ours, recorded on
+        # the row for replay, and still answered 2xx); deferred, an applier drains `received`.
+        if applier.inline_enabled():
+            try:
+                applier.apply_stored(stored, items)
+            except DatabaseError:
+                log.exception("inline apply failed; left for the applier", extra={"id": stored.pk})
+        return response
 
-        # Stored: from here on nothing is lost. A parse error is the sender's fault (400); a
-        # failure while applying is ours, recorded on the row for replay, and still answered 2xx.
-        ok = webhooks.process(stored, winput)
-        if not ok and stored.state == WebhookRequest.State.INVALID:
-            WebhookRequest.objects.filter(pk=stored.pk).update(response_status=400)
-            return _answer(400, "malformed payload", detail=stored.error, id=stored.pk)
+    def _ack(self, provider):
         status, content, content_type = provider.webhook_ack(self.kind)
-        WebhookRequest.objects.filter(pk=stored.pk).update(response_status=status)
-        return HttpResponse(content, status=status, content_type=content_type)
+        return status, HttpResponse(content, status=status, content_type=content_type)
+
+    def _store_answer(self, winput, path, status, respond, **fields):
+        """Store an authenticated request that will not be applied, then answer respond(row)."""
+        try:
+            row = webhooks.store(self.provider_name, self.kind, winput, path, authenticated=True,
+                                 response_status=status, **fields)  # fmt: skip
+        except DatabaseError:
+            log.exception("could not store a webhook", extra={"provider": self.provider_name})
+            return _answer(503, "temporarily unable to store the request")
+        return respond(row)
 
     def _too_large(self, request, size):
         try:
