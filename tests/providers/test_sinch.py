@@ -342,7 +342,7 @@ def vector_headers(**overrides):
 
 @pytest.fixture
 def at_vector_time(monkeypatch):
-    monkeypatch.setattr(sinch_module, "now", lambda: int(VECTOR_TIMESTAMP) + 30)
+    monkeypatch.setattr(SinchProvider, "now", staticmethod(lambda: int(VECTOR_TIMESTAMP) + 30))
 
 
 def test_vector_is_accepted(settings, at_vector_time):
@@ -362,6 +362,7 @@ def test_vector_is_accepted(settings, at_vector_time):
         "missing-nonce",
         "missing-timestamp",
         "algorithm",
+        "timestamp-not-a-number",
     ],
 )
 def test_tampering_is_rejected(settings, at_vector_time, tamper):
@@ -376,6 +377,8 @@ def test_tampering_is_rejected(settings, at_vector_time, tamper):
         headers["x-sinch-webhook-signature-nonce"] = VECTOR_NONCE[:-1] + "W"
     elif tamper == "timestamp":
         headers["x-sinch-webhook-signature-timestamp"] = str(int(VECTOR_TIMESTAMP) + 1)
+    elif tamper == "timestamp-not-a-number":
+        headers["x-sinch-webhook-signature-timestamp"] = "2025-01-13T09:22:41Z"
     elif tamper == "algorithm":
         headers["x-sinch-webhook-signature-algorithm"] = "HmacSHA1"
     else:  # missing-signature / missing-nonce / missing-timestamp
@@ -387,7 +390,7 @@ def test_tampering_is_rejected(settings, at_vector_time, tamper):
 
 def test_stale_timestamp_is_rejected(settings, monkeypatch):
     provider = configure(settings, WEBHOOK_SECRET=VECTOR_SECRET)
-    monkeypatch.setattr(sinch_module, "now", lambda: int(VECTOR_TIMESTAMP) + 301)
+    monkeypatch.setattr(SinchProvider, "now", staticmethod(lambda: int(VECTOR_TIMESTAMP) + 301))
     body = fixture_bytes("recipient_delivered_signed.raw")
     with pytest.raises(WebhookAuthError, match="window"):
         provider.verify_webhook(winput(body, vector_headers()), "status")
