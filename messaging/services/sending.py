@@ -262,10 +262,27 @@ def _owned(message_id, owner):
 
 def _retry_later(message, owner, exc) -> str:
     delay = backoff_seconds(message.attempts, exc.retry_after)
+    return _requeue(
+        message, owner, exc, delay=delay,
+        note=f"attempt {message.attempts} failed, retrying in {delay:.1f}s",
+    )  # fmt: skip
+
+
+def _fail_over(message, owner, fallback, exc) -> str:
+    return _requeue(
+        message, owner, exc, delay=0, provider=fallback,
+        note=f"failover: {message.provider} exhausted its attempts, switching to {fallback}",
+    )  # fmt: skip
+
+
+def _requeue(message, owner, exc, *, delay: float, note: str, provider: str = "") -> str:
+    """Put a claimed message back in the queue (optionally with another provider)."""
     with transaction.atomic():
         locked = _owned(message.pk, owner)
         if locked is None:
             return Message.objects.get(pk=message.pk).status
+        if provider:
+            locked.provider, locked.attempts = provider, 0
         locked.status = Status.QUEUED
         locked.next_attempt_at = timezone.now() + timedelta(seconds=delay)
         locked.error_code, locked.error_text = exc.code, str(exc)[:2000]
@@ -277,29 +294,7 @@ def _retry_later(message, owner, exc) -> str:
             error_code=exc.code,
             error_text=str(exc)[:2000],
             source=Source.SENDER,
-            note=f"attempt {locked.attempts} failed, retrying in {delay:.1f}s",
-        )
-    return Status.QUEUED
-
-
-def _fail_over(message, owner, fallback, exc) -> str:
-    with transaction.atomic():
-        locked = _owned(message.pk, owner)
-        if locked is None:
-            return Message.objects.get(pk=message.pk).status
-        previous = locked.provider
-        locked.provider, locked.attempts = fallback, 0
-        locked.status, locked.next_attempt_at = Status.QUEUED, timezone.now()
-        locked.error_code, locked.error_text = exc.code, str(exc)[:2000]
-        locked.lease_owner, locked.lease_until = "", None
-        locked.save()
-        StatusEvent.objects.create(
-            message=locked,
-            status=Status.QUEUED,
-            error_code=exc.code,
-            error_text=str(exc)[:2000],
-            source=Source.SENDER,
-            note=f"failover: {previous} exhausted its attempts, switching to {fallback}",
+            note=note,
         )
     return Status.QUEUED
 
