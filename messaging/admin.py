@@ -11,6 +11,7 @@ from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from messaging import admin_views, selectors
@@ -79,14 +80,13 @@ class MessageChangeList(ChangeList):
 class MessageAdmin(admin.ModelAdmin):
     list_display = (
         "short_id",
-        "created_at",
+        "created",
         "direction",
         "to_number",
         "from_number",
         "provider",
         "status_display",
         "error_code",
-        "segments",
         "price_display",
         "lineage",
     )
@@ -103,7 +103,7 @@ class MessageAdmin(admin.ModelAdmin):
     show_facets = admin.ShowFacets.NEVER
     list_per_page = 50
     # Newest first is an index scan; sorting by other columns would sort the whole table.
-    sortable_by = ("created_at",)
+    sortable_by = ("created",)
     ordering = ("-created_at",)
     actions = ["resend_messages", "cancel_messages"]
     change_form_template = "admin/messaging/message/change_form.html"
@@ -166,9 +166,13 @@ class MessageAdmin(admin.ModelAdmin):
     def get_search_results(self, request, queryset, search_term):
         return selectors.search_messages(queryset, search_term), False
 
-    @admin.display(description="id", ordering="created_at")
+    @admin.display(description="id")
     def short_id(self, obj):
         return str(obj.pk)[:8]
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj):
+        return timezone.localtime(obj.created_at).strftime("%Y-%m-%d %H:%M:%S")
 
     @admin.display(description="status")
     def status_display(self, obj):

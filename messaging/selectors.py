@@ -12,8 +12,7 @@ import uuid
 from datetime import timedelta
 from decimal import Decimal
 
-from django.core.cache import cache
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import (
     Aggregate,
     Count,
@@ -88,18 +87,11 @@ def estimated_row_count(model) -> int | None:
     return int(row[0])
 
 
-ERROR_CODES_CACHE_SECONDS = 60
-
-
 def distinct_error_codes(limit: int = 40) -> list:
     """The error codes present on messages, for the changelist filter. On PostgreSQL a
     recursive "loose index scan" over msg_error_code_idx visits one index entry per distinct
-    code instead of every row; the answer is cached briefly because the filter renders on every
-    changelist page."""
-    key = f"herald:error-codes:{limit}"
-    codes = cache.get(key)
-    if codes is not None:
-        return codes
+    code instead of every row (a few index probes, well under a millisecond), so the answer
+    needs no cache and is never stale."""
     if connection.vendor == "postgresql":
         table = connection.ops.quote_name(Message._meta.db_table)
         sql = f"""
@@ -114,16 +106,13 @@ def distinct_error_codes(limit: int = 40) -> list:
         """  # noqa: S608 - the table name comes from the model, not from input
         with connection.cursor() as cursor:
             cursor.execute(sql, [limit])
-            codes = [row[0] for row in cursor.fetchall()]
-    else:
-        codes = list(
-            Message.objects.exclude(error_code="")
-            .order_by("error_code")
-            .values_list("error_code", flat=True)
-            .distinct()[:limit]
-        )
-    cache.set(key, codes, ERROR_CODES_CACHE_SECONDS)
-    return codes
+            return [row[0] for row in cursor.fetchall()]
+    return list(
+        Message.objects.exclude(error_code="")
+        .order_by("error_code")
+        .values_list("error_code", flat=True)
+        .distinct()[:limit]
+    )
 
 
 # --- One message ---------------------------------------------------------------------------------
@@ -219,15 +208,25 @@ OUTCOMES = (Status.DELIVERED, Status.FAILED, Status.EXPIRED, Status.REJECTED, St
 TOP_ERRORS = 10
 
 
-class PercentileCont(Aggregate):
-    """PostgreSQL's ordered-set aggregate percentile_cont(fraction) WITHIN GROUP (ORDER BY x)."""
+# Sorting 10^5-10^6 latencies for percentile_cont needs more than PostgreSQL's default 4 MB of
+# sort memory, or it spills to disk; raised for the dashboard's transaction only.
+DASHBOARD_WORK_MEM = "64MB"
+FRACTIONS = (0.5, 0.95)
 
-    function = "percentile_cont"
-    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
-    output_field = FloatField()
 
-    def __init__(self, expression, fraction: float, **extra):
-        super().__init__(expression, fraction=float(fraction), **extra)
+class PercentilesCont(Aggregate):
+    """PostgreSQL's percentile_cont(ARRAY[...]) WITHIN GROUP (ORDER BY x): every fraction from
+    one sort of the values."""
+
+    template = "percentile_cont(%(fractions)s) WITHIN GROUP (ORDER BY %(expressions)s)%(filter)s"
+
+    def __init__(self, expression, fractions, **extra):
+        from django.contrib.postgres.fields import ArrayField
+
+        array = "ARRAY[" + ",".join(repr(float(f)) for f in fractions) + "]::float8[]"
+        super().__init__(
+            expression, fractions=array, output_field=ArrayField(FloatField()), **extra
+        )
 
 
 class EpochSeconds(Func):
@@ -248,7 +247,8 @@ def percentile(sorted_values: list, fraction: float) -> float | None:
 
 
 def dashboard(period: str = DEFAULT_PERIOD, now=None) -> dict:
-    """Every figure on the dashboard for messages created in the period."""
+    """Every figure on the dashboard for messages created in the period: two passes over the
+    period's messages (one GROUP BY, one percentile aggregate) and three small queries."""
     if period not in PERIODS:
         period = DEFAULT_PERIOD
     span, bucket = PERIODS[period]
@@ -256,15 +256,22 @@ def dashboard(period: str = DEFAULT_PERIOD, now=None) -> dict:
     since = now - span
     in_period = Message.objects.filter(created_at__gte=since, created_at__lte=now)
 
-    # One pass over the period answers the status totals, the delivery rate per provider per
-    # bucket and the spend: GROUP BY (provider, bucket, status, currency).
-    grouped = (
-        in_period.annotate(bucket=Trunc("created_at", bucket))
-        .values("provider", "bucket", "status", "currency")
-        .annotate(n=Count("id"), spend=Sum("price"))
-        .order_by()
-    )
-    by_status, spend, rate_cells, total = {}, {}, {}, 0
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL work_mem = %s", [DASHBOARD_WORK_MEM])
+        # Pass 1 answers the status totals, the delivery rate per provider per bucket, the
+        # spend and the top error codes: GROUP BY (provider, bucket, status, currency, code).
+        grouped = list(
+            in_period.annotate(bucket=Trunc("created_at", bucket))
+            .values("provider", "bucket", "status", "currency", "error_code")
+            .annotate(n=Count("id"), spend=Sum("price"))
+            .order_by()
+        )
+        delivered_by = {r["provider"] for r in grouped if r["status"] == Status.DELIVERED}
+        latency = receipt_latency(in_period, sorted(delivered_by))  # pass 2
+
+    by_status, spend, rate_cells, errors, total = {}, {}, {}, {}, 0
     for row in grouped:
         total += row["n"]
         by_status[row["status"]] = by_status.get(row["status"], 0) + row["n"]
@@ -276,7 +283,11 @@ def dashboard(period: str = DEFAULT_PERIOD, now=None) -> dict:
             cell[1] += row["n"]
             if row["status"] == Status.DELIVERED:
                 cell[0] += row["n"]
+        if row["error_code"]:
+            key = (row["provider"], row["error_code"])
+            errors[key] = errors.get(key, 0) + row["n"]
 
+    top_errors = sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_ERRORS]
     return {
         "period": period,
         "bucket": bucket,
@@ -286,8 +297,10 @@ def dashboard(period: str = DEFAULT_PERIOD, now=None) -> dict:
         "by_status": _status_rows(by_status, total),
         "delivery_rate": _rate_series(rate_cells, since, now, bucket),
         "delivery_by_provider": _rate_totals(rate_cells),
-        "latency": receipt_latency(in_period),
-        "top_errors": top_error_codes(in_period),
+        "latency": latency,
+        "top_errors": [
+            {"provider": provider, "error_code": code, "n": n} for (provider, code), n in top_errors
+        ],
         "spend": [
             {"provider": p, "currency": c, "amount": amount}
             for (p, c), amount in sorted(spend.items())
@@ -355,8 +368,8 @@ def _rate_totals(cells: dict) -> list:
     ]
 
 
-def receipt_latency(in_period) -> list:
-    """Sent -> delivered seconds per provider: median and p95 (Message.sent_at to
+def receipt_latency(in_period, providers: list) -> list:
+    """Sent -> delivered seconds per provider: count, median and p95 (Message.sent_at to
     completed_at, which is the provider's timestamp on the delivered receipt)."""
     delivered = in_period.filter(
         status=Status.DELIVERED,
@@ -364,18 +377,25 @@ def receipt_latency(in_period) -> list:
         sent_at__isnull=False,
         completed_at__isnull=False,
     )
+    if not providers:
+        return []
     if connection.vendor == "postgresql":
+        # One aggregate row with a FILTERed percentile per provider, rather than GROUP BY
+        # provider: an ordered-set aggregate under GROUP BY makes PostgreSQL sort every row by
+        # provider first, on top of the sort each percentile does anyway.
         seconds = EpochSeconds(F("completed_at") - F("sent_at"))
-        rows = (
-            delivered.values("provider")
-            .annotate(
-                n=Count("id"),
-                median=PercentileCont(seconds, 0.5),
-                p95=PercentileCont(seconds, 0.95),
-            )
-            .order_by("provider")
-        )
-        return [dict(row) for row in rows]
+        aggregates = {}
+        for i, provider in enumerate(providers):
+            aggregates[f"n{i}"] = Count("id", filter=Q(provider=provider))
+            aggregates[f"p{i}"] = PercentilesCont(seconds, FRACTIONS, filter=Q(provider=provider))
+        row = delivered.aggregate(**aggregates)
+        result = []
+        for i, provider in enumerate(providers):
+            if row[f"n{i}"]:
+                median, p95 = row[f"p{i}"]
+                result.append({"provider": provider, "n": row[f"n{i}"], "median": median,
+                               "p95": p95})  # fmt: skip
+        return result
     # SQLite (development): compute percentile_cont in Python from the durations.
     durations = {}
     for provider, sent, done in delivered.values_list("provider", "sent_at", "completed_at"):
@@ -392,16 +412,6 @@ def receipt_latency(in_period) -> list:
             }
         )
     return result
-
-
-def top_error_codes(in_period, limit: int = TOP_ERRORS) -> list:
-    rows = (
-        in_period.exclude(error_code="")
-        .values("provider", "error_code")
-        .annotate(n=Count("id"))
-        .order_by("-n", "provider", "error_code")[:limit]
-    )
-    return [dict(row) for row in rows]
 
 
 def optout_figures(since) -> dict:

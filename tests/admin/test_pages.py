@@ -45,7 +45,7 @@ def test_timeline_shows_every_event_with_its_details(superuser_client, staff):
     assert [e.status for e in events] == ["queued", "failed", "sent", "failed"]
     html = response.content.decode()
     assert html.count('data-applied="no"') == 2 and html.count('data-applied="yes"') == 2
-    assert "2026-03-01 10:00:05.250000" in html  # provider time, to the microsecond
+    assert "2026-03-01<br>10:00:05.250000" in html  # provider time, to the microsecond
     assert "ignored: failed is final" in html
     assert "The handset was off or out of coverage" in html  # the error code's meaning
     assert f"webhook #{stored.pk}" in html

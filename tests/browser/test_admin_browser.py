@@ -1,0 +1,115 @@
+"""The admin in a real browser: send an SMS from the admin form and watch it become delivered,
+resend a failed one and follow the links both ways, and see the dashboard's charts drawn.
+Screenshots of the changelist, a message timeline and the dashboard go to tests/artifacts/."""
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from messaging.models import Message
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def send_from_admin(page, base, to, body="Hello from the admin"):
+    page.goto(f"{base}/admin/messaging/message/")
+    page.click("#herald-send-sms")
+    page.fill("#id_to", to)
+    page.fill("#id_body", body)
+    page.click("input[name=_send]")
+    page.wait_for_url(re.compile(r"/admin/messaging/message/[0-9a-f-]{36}/change/$"))
+    expect(page.locator(".messagelist .success")).to_contain_text("queued via sandbox")
+    return Message.objects.get(pk=page.url.rstrip("/").split("/")[-2])
+
+
+def test_send_sms_and_see_it_delivered(logged_in, live_server, sender, artifacts):
+    page = logged_in
+    message = send_from_admin(page, live_server.url, "+447911123457")
+    assert message.status == "queued" and message.created_by.username == "staff"
+
+    sender()
+    page.reload()
+    expect(page.locator(".field-status_display .herald-status")).to_have_text("delivered")
+    timeline = page.locator("#herald-timeline tbody tr[data-status]")
+    expect(timeline).to_have_count(5)  # queued, sending, sent, sent (ignored), delivered
+    expect(timeline.last).to_have_attribute("data-status", "delivered")
+    expect(timeline.last).to_have_attribute("data-applied", "yes")
+    expect(page.locator("#herald-timeline")).to_contain_text("Admin")
+    expect(page.locator("#herald-timeline")).to_contain_text("staff")  # the actor
+    page.locator("#herald-timeline details").last.locator("summary").click()
+    expect(page.locator("#herald-timeline details").last.locator("pre")).to_contain_text(
+        '"status": "delivered"'
+    )
+    page.screenshot(path=str(artifacts / "admin-message-timeline.png"), full_page=True)
+
+    page.goto(f"{live_server.url}/admin/messaging/message/?q=%2B44%207911%20123457")
+    rows = page.locator("#result_list tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("delivered")
+
+
+def test_resend_a_failed_message_and_follow_the_links(logged_in, live_server, sender, artifacts):
+    page = logged_in
+    original = send_from_admin(page, live_server.url, "+447911123450")
+    sender()
+    page.reload()
+    expect(page.locator(".field-status_display .herald-status")).to_have_text("failed")
+
+    page.click("#herald-resend")
+    expect(page.locator("#herald-resend-form")).to_be_visible()
+    page.fill("#id_reason", "subscriber back in coverage")
+    page.click("#herald-confirm-resend")
+    page.wait_for_url(re.compile(r"/admin/messaging/message/[0-9a-f-]{36}/change/$"))
+    copy = Message.objects.get(resend_of=original)
+    assert str(copy.pk) in page.url
+    expect(page.locator("#herald-resend-of")).to_have_text(str(original.pk))
+    expect(page.locator("#herald-lineage")).to_contain_text("subscriber back in coverage")
+
+    page.click("#herald-resend-of")  # to the original ...
+    expect(page.locator(".herald-resend a")).to_have_text(str(copy.pk))
+    expect(page.locator(".field-status_display .herald-status")).to_have_text("failed")
+    page.click(".herald-resend a")  # ... and back to the copy
+    expect(page.locator("#herald-resend-of")).to_have_text(str(original.pk))
+
+    sender()
+    page.goto(f"{live_server.url}/admin/messaging/message/")
+    expect(page.locator("#result_list tbody tr")).to_have_count(2)
+    expect(page.locator("#result_list")).to_contain_text("resend of")
+    page.screenshot(path=str(artifacts / "admin-changelist.png"), full_page=True)
+
+
+def test_dashboard_charts_render(logged_in, live_server, sender, artifacts):
+    page = logged_in
+    for number in ("+447911123457", "+447911123458", "+447911123450", "+447911123451"):
+        send_from_admin(page, live_server.url, number)
+    sender()
+
+    page.goto(f"{live_server.url}/admin/")
+    page.click("#herald-dashboard-link a:text('Delivery dashboard')")
+    page.wait_for_url(re.compile(r"/admin/messaging/message/dashboard/"))
+    page.click("a[data-period='24h']")
+    expect(page.locator("body")).to_have_attribute("data-charts-ready", "true")
+    for canvas in ("chart-delivery-rate", "chart-status", "chart-latency"):
+        drawn = page.evaluate(
+            """(id) => {
+                const canvas = document.getElementById(id);
+                const chart = Chart.getChart(canvas);
+                const pixels = canvas.getContext("2d")
+                    .getImageData(0, 0, canvas.width, canvas.height).data;
+                let painted = 0;
+                for (let i = 3; i < pixels.length; i += 4) { if (pixels[i] > 0) painted++; }
+                return {chart: !!chart, datasets: chart ? chart.data.datasets.length : 0,
+                        width: canvas.width, painted: painted};
+            }""",
+            canvas,
+        )
+        assert drawn["chart"] and drawn["datasets"] >= 1, (canvas, drawn)
+        assert drawn["width"] > 0 and drawn["painted"] > 500, (canvas, drawn)
+    status = page.evaluate("Chart.getChart(document.getElementById('chart-status')).data")
+    assert dict(zip(status["labels"], status["datasets"][0]["data"], strict=True)) == {
+        "delivered": 2, "failed": 1, "expired": 1,
+    }  # fmt: skip
+    expect(page.locator("#herald-by-status")).to_contain_text("delivered")
+    expect(page.locator("#herald-top-errors")).to_contain_text("absent-subscriber")
+    page.screenshot(path=str(artifacts / "admin-dashboard.png"), full_page=True)
