@@ -107,7 +107,7 @@ def _split(candidates, allowed):
 
 def _bounded(queryset):
     """The selection as a list, or None when it is bigger than one bulk action may touch."""
-    candidates = list(queryset.order_by("created_at", "pk")[: MAX_BULK + 1])
+    candidates = list(queryset.defer(None).order_by("created_at", "pk")[: MAX_BULK + 1])
     return None if len(candidates) > MAX_BULK else candidates
 
 
