@@ -59,6 +59,7 @@ def test_resend_a_failed_message_and_follow_the_links(logged_in, live_server, se
     page.click("#herald-resend")
     expect(page.locator("#herald-resend-form")).to_be_visible()
     page.fill("#id_reason", "subscriber back in coverage")
+    page.screenshot(path=str(artifacts / "admin-resend-confirm.png"), full_page=True)
     page.click("#herald-confirm-resend")
     page.wait_for_url(re.compile(r"/admin/messaging/message/[0-9a-f-]{36}/change/$"))
     copy = Message.objects.get(resend_of=original)
