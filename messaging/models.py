@@ -83,7 +83,11 @@ class Message(models.Model):
             models.Index(fields=["provider", "-created_at"], name="msg_provider_created_idx"),
             models.Index(fields=["to_number"], name="msg_to_idx"),
             models.Index(fields=["client_reference"], name="msg_client_ref_idx"),
-            models.Index(fields=["error_code"], name="msg_error_code_idx"),
+            # Admin search and filters (exact provider id, sender, error code, direction).
+            models.Index(fields=["provider_message_id"], name="msg_provider_msgid_idx"),
+            models.Index(fields=["from_number"], name="msg_from_idx"),
+            models.Index(fields=["error_code", "-created_at"], name="msg_error_created_idx"),
+            models.Index(fields=["direction", "-created_at"], name="msg_direction_created_idx"),
             # The sender's claim query: due queued messages, oldest first.
             models.Index(
                 fields=["next_attempt_at"],
@@ -127,6 +131,7 @@ class MessagePart(models.Model):
 
     class Meta:
         ordering = ["message", "index"]
+        indexes = [models.Index(fields=["provider_message_id"], name="part_provider_msgid_idx")]
         constraints = [
             models.UniqueConstraint(
                 fields=["provider", "provider_message_id"], name="part_provider_id_unique"

@@ -11,6 +11,8 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        # msg_error_created_idx below serves every query this one did.
+        migrations.RemoveIndex(model_name="message", name="msg_error_code_idx"),
         migrations.AddIndex(
             model_name="message",
             index=models.Index(fields=["provider_message_id"], name="msg_provider_msgid_idx"),
