@@ -217,3 +217,20 @@ def save(name: str, result: dict):
     path = OUT / f"{name}.json"
     path.write_text(json.dumps(result, indent=2, default=str))
     return path
+
+
+def commit_latency_ms(samples: int = 200) -> float:
+    """Median time of one INSERT + COMMIT on the bench database: what the disk's fsync costs
+    right now (other work on a shared machine moves it a lot), recorded beside every result."""
+    import psycopg
+
+    with psycopg.connect(f"{PG}/{DB_NAME}", autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_commit_probe (x int)")
+        times = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            conn.execute("INSERT INTO bench_commit_probe VALUES (1)")
+            times.append((time.perf_counter() - started) * 1000)
+        conn.execute("DROP TABLE bench_commit_probe")
+    times.sort()
+    return round(times[len(times) // 2], 3)

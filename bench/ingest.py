@@ -14,7 +14,9 @@ Figures go to stdout and bench/out/ingest.json.
 """
 
 import argparse
+import contextlib
 import json
+import statistics
 import sys
 import time
 import uuid
@@ -28,14 +30,16 @@ from bench import common  # noqa: E402
 SCRIPT = common.BENCH / "wrk" / "requests.lua"
 
 
-def seed(provider: str, count: int) -> list:
-    """`count` messages already accepted by `provider`: (our id, provider id) pairs."""
+def seed(provider: str, count: int, ours_as_provider_id=False) -> list:
+    """`count` messages already accepted by `provider`: (our id, provider id) pairs. Infobip
+    takes our id as its messageId, so there the two are the same."""
     from django.utils import timezone
 
     from messaging.models import Message, MessagePart
 
     now = timezone.now()
-    pairs = [(uuid.uuid4(), uuid.uuid4().hex) for _ in range(count)]
+    ids = [uuid.uuid4() for _ in range(count)]
+    pairs = [(mid, str(mid) if ours_as_provider_id else uuid.uuid4().hex) for mid in ids]
     for start in range(0, count, 5000):
         chunk = pairs[start : start + 5000]
         Message.objects.bulk_create(
@@ -81,21 +85,27 @@ def get_requests(port):
     return [f"GET /bench/ok HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()]
 
 
-def run_wrk(url, records, args, name):
+def run_wrk(url, records, args, name, duration=None):
     path = common.OUT / f"{name}.requests"
     common.write_requests(path, records)
-    return common.wrk(url, duration=args.duration, connections=args.connections,
-                      threads=args.threads, script=SCRIPT, args=(path, args.threads))  # fmt: skip
+    result = common.wrk(url, duration=duration or args.duration, connections=args.connections,
+                        threads=args.threads, script=SCRIPT, args=(path, args.threads))  # fmt: skip
+    result["distinct_requests_available"] = len(records)
+    path.unlink()
+    return result
 
 
-def stored_summary(provider):
+def stored_summary():
     from django.db.models import Count
 
     from messaging.models import WebhookRequest
 
-    rows = WebhookRequest.objects.filter(provider=provider)
+    rows = WebhookRequest.objects.all()
     return {
         "rows": rows.count(),
+        "by_provider": {
+            r["provider"]: r["n"] for r in rows.values("provider").annotate(n=Count("id"))
+        },
         "by_response_status": {
             str(r["response_status"]): r["n"]
             for r in rows.values("response_status").annotate(n=Count("id"))
@@ -104,28 +114,58 @@ def stored_summary(provider):
     }
 
 
-def drain_applier():
-    """Apply every stored receipt with the applier; (reports applied, seconds)."""
-    from messaging import applier
+def drain_applier(env, processes=1):
+    """Run `manage.py run_applier --once` in `processes` processes until nothing is pending."""
+    import re
+    import subprocess
 
-    started = time.perf_counter()
-    reports = 0
-    while True:
-        done = applier.apply_pending(batch_size=200)
-        if not done.rows:
-            break
-        reports += done.reports
-    return reports, time.perf_counter() - started
+    from messaging.models import StatusEvent
+
+    cmd = [str(common.PYTHON), "manage.py", "run_applier", "--once"]
+    before = StatusEvent.objects.filter(source="webhook").count()
+    rows = reports = 0
+    with contextlib.ExitStack() as stack:
+        logs = [stack.enter_context(open(common.OUT / f"applier-{n}.log", "wb"))
+                for n in range(processes)]  # fmt: skip
+        started = time.perf_counter()
+        procs = [subprocess.Popen(cmd, cwd=common.ROOT, env=env, stdout=subprocess.PIPE,
+                                  stderr=log) for log in logs]  # fmt: skip
+        for proc in procs:
+            out, _ = proc.communicate(timeout=1800)
+            found = re.search(rb"after (\d+) request\(s\), (\d+) report", out)
+            rows += int(found.group(1))
+            reports += int(found.group(2))
+        seconds = time.perf_counter() - started
+    events = StatusEvent.objects.filter(source="webhook").count() - before
+    return {
+        "command": f"{' '.join(cmd)}  (x{processes} processes at once)",
+        "requests": rows,
+        "reports": reports,
+        "status_events_created": events,
+        "seconds": round(seconds, 2),
+        "reports_per_second": round(reports / seconds, 1),
+        "events_per_second": round(events / seconds, 1),
+    }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
+    parser.add_argument("--rounds", type=int, default=3, help="bare/single/batch rounds")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--batch-duration", type=int, default=3, help="seconds per batch run")
+    parser.add_argument("--workers", type=int, default=8, help="gunicorn sync workers")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
-    parser.add_argument("--messages", type=int, default=30000, help="messages per provider")
+    parser.add_argument("--messages", type=int, default=30000, help="sandbox messages")
+    parser.add_argument("--infobip-messages", type=int, default=150000)
     parser.add_argument("--apply", choices=["deferred", "inline"], default="deferred")
+    parser.add_argument("--appliers", type=int, default=2, help="run_applier processes")
+    parser.add_argument(
+        "--sustained",
+        type=int,
+        default=10,
+        help="seconds of single receipts with an applier running (0: skip)",
+    )
     parser.add_argument("--skip-infobip", action="store_true")
     args = parser.parse_args()
 
@@ -141,50 +181,113 @@ def main():
     extra["SMS_PROVIDERS_ENABLED"] = ",".join(providers)
     env = common.setup(port, **extra)
     common.reset_tables()
-    result = {"machine": common.machine(), "args": vars(args), "runs": {}}
+    result = {"machine": common.machine(), "args": vars(args), "rounds": []}
+    result["machine"]["commit_ms_median"] = common.commit_latency_ms()
 
-    sandbox_pairs = seed("sandbox", args.messages)
-    infobip_pairs = seed("infobip", args.messages * 5) if infobip else []
-    sandbox_records = list(sandbox_requests(sandbox_pairs, port))
-    infobip_records = list(infobip_requests(infobip_pairs, port)) if infobip else []
-
+    sandbox = list(sandbox_requests(seed("sandbox", args.messages), port))
+    batches = (
+        list(
+            infobip_requests(seed("infobip", args.infobip_messages, ours_as_provider_id=True), port)
+        )  # fmt: skip
+        if infobip
+        else []
+    )
+    phases = args.rounds + (1 if args.sustained else 0)
+    singles = [sandbox[i::phases] for i in range(phases)]  # disjoint receipts per phase
     server = common.Gunicorn(env, port, args.workers)
     result["gunicorn"] = " ".join(server.command())
     with server:
         # Warm every worker (imports, connections) before measuring.
         common.wrk(f"{server.url}/bench/ok", duration=2, connections=args.connections,
                    threads=args.threads)  # fmt: skip
-        ok = run_wrk(f"{server.url}/bench/ok", get_requests(port), args, "ok")
-        single = run_wrk(server.url, sandbox_records, args, "sandbox")
-        batch = run_wrk(server.url, infobip_records, args, "infobip") if infobip else None
-
-    result["runs"]["bare_ok"] = ok
-    result["runs"]["sandbox_single"] = single
-    single["stored"] = stored_summary("sandbox")
-    single["reports_per_second"] = single["requests_per_second"]
-    if single["requests"] > len(sandbox_records):
-        single["warning"] = "the receipt set wrapped: later requests were duplicates"
-    result["ratio_single_to_bare"] = round(
-        single["requests_per_second"] / ok["requests_per_second"], 3
+        offset = 0
+        for n in range(args.rounds):
+            run = {"bare_ok": run_wrk(f"{server.url}/bench/ok", get_requests(port), args, "ok")}
+            run["sandbox_single"] = run_wrk(server.url, singles[n], args, f"single-{n}")
+            if batches:
+                # Each round continues where the last stopped, so reports repeat only if the
+                # whole set wraps (said in the result).
+                run["infobip_batch_100"] = run_wrk(
+                    server.url,
+                    batches[offset:] + batches[:offset],
+                    args,
+                    f"batch-{n}",
+                    args.batch_duration,
+                )
+                offset = (offset + run["infobip_batch_100"]["requests"]) % len(batches)
+            result["rounds"].append(summarise_round(run))
+        result["ingest_rows"] = stored_summary()
+        if args.apply == "deferred":
+            result["applier_drain"] = drain_applier(env, args.appliers)
+            if args.sustained:
+                result["sustained"] = sustained(server, env, singles[-1], args)
+    result["ratio_single_to_bare_median"] = statistics.median(
+        r["ratio_single_to_bare"] for r in result["rounds"]
     )
-    if batch:
-        result["runs"]["infobip_batch_100"] = batch
-        batch["stored"] = stored_summary("infobip")
-        batch["reports_per_second"] = batch["requests_per_second"] * 100
-        result["ratio_batch_reports_to_single"] = round(
-            batch["reports_per_second"] / single["reports_per_second"], 1
+    if batches:
+        result["ratio_batch_reports_to_single_median"] = statistics.median(
+            r["ratio_batch_reports_to_single"] for r in result["rounds"]
         )
-
-    if args.apply == "deferred":
-        reports, seconds = drain_applier()
-        result["applier"] = {
-            "reports": reports,
-            "seconds": round(seconds, 2),
-            "reports_per_second": round(reports / seconds, 1) if seconds else None,
-        }
+        sent = sum(r["runs"]["infobip_batch_100"]["requests"] for r in result["rounds"])
+        result["batch_set_wrapped"] = sent > len(batches)
     result["check"] = check()
     path = common.save("ingest", result)
     print_summary(result, path)
+
+
+def summarise_round(run):
+    for value in run.values():
+        value.pop("output", None)
+    single = run["sandbox_single"]["requests_per_second"]
+    out = {
+        "runs": run,
+        "ratio_single_to_bare": round(single / run["bare_ok"]["requests_per_second"], 3),
+    }
+    if "infobip_batch_100" in run:
+        batch = run["infobip_batch_100"]["requests_per_second"] * 100
+        out["infobip_reports_per_second"] = round(batch)
+        out["ratio_batch_reports_to_single"] = round(batch / single, 1)
+    return out
+
+
+def sustained(server, env, records, args):
+    """Single receipts for `args.sustained` seconds while one applier runs beside gunicorn:
+    the ingest rate it sustains, what the applier applied meanwhile, and how long the backlog
+    left at the end takes to drain."""
+    import subprocess
+
+    from messaging.models import StatusEvent
+
+    before = StatusEvent.objects.filter(source="webhook").count()
+    cmd = [str(common.PYTHON), "manage.py", "run_applier"]
+    with open(common.OUT / "applier-sustained.log", "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=common.ROOT, env=env, stdout=log, stderr=log)
+        try:
+            run = run_wrk(server.url, records, args, "sustained", args.sustained)
+            run.pop("output", None)
+            applied_during = StatusEvent.objects.filter(source="webhook").count() - before
+            backlog = applier_backlog()
+            started = time.perf_counter()
+            while applier_backlog() and time.perf_counter() - started < 300:
+                time.sleep(0.2)
+            catch_up = time.perf_counter() - started
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    return {
+        "applier_command": " ".join(cmd),
+        "ingest": run,
+        "applied_during_run": applied_during,
+        "applied_per_second_during_run": round(applied_during / args.sustained, 1),
+        "backlog_rows_at_end": backlog,
+        "seconds_to_drain_backlog": round(catch_up, 2),
+    }
+
+
+def applier_backlog():
+    from messaging.applier import pending
+
+    return pending().count()
 
 
 def check():
@@ -215,17 +318,23 @@ def _infobip_available() -> bool:
 
 
 def print_summary(result, path):
-    runs = result["runs"]
     print(f"machine: {result['machine']}")
-    for name, run in runs.items():
-        print(f"{name:20s} {run['requests_per_second']:10.1f} req/s  "
-              f"non-2xx {run['non_2xx']}  errors {run['socket_errors']}  "
-              f"latency {run['latency_avg']}")  # fmt: skip
-    print(f"ratio single/bare: {result['ratio_single_to_bare']}")
-    if "ratio_batch_reports_to_single" in result:
-        print(f"infobip reports/s over single reports/s: {result['ratio_batch_reports_to_single']}")
-    if "applier" in result:
-        print(f"applier: {result['applier']}")
+    print(f"gunicorn: {result['gunicorn']}")
+    for n, rnd in enumerate(result["rounds"]):
+        for name, run in rnd["runs"].items():
+            print(f"round {n} {name:18s} {run['requests_per_second']:9.1f} req/s  "
+                  f"non-2xx {run['non_2xx']}  errors {run['socket_errors']}  "
+                  f"latency {run['latency_avg']}")  # fmt: skip
+        print(f"round {n} ratios: single/bare {rnd['ratio_single_to_bare']}  "
+              f"batch reports/single {rnd.get('ratio_batch_reports_to_single')}")  # fmt: skip
+    print(f"median single/bare: {result['ratio_single_to_bare_median']}")
+    if "ratio_batch_reports_to_single_median" in result:
+        print(f"median batch reports/s over single reports/s: "
+              f"{result['ratio_batch_reports_to_single_median']}"
+              f" (set wrapped: {result['batch_set_wrapped']})")  # fmt: skip
+    for key in ("applier_drain", "sustained"):
+        if key in result:
+            print(f"{key}: {result[key]}")
     print(f"check: {result['check']}")
     print(f"written to {path}")
 
