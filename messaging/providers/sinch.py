@@ -108,6 +108,9 @@ def _code(value) -> int | None:
 
 
 class SinchProvider(Provider):
+    #: error code -> meaning, for the admin's timeline and dashboard (providers.md 3.6)
+    ERROR_MEANINGS = {str(code): text for code, text in CODE_TEXT.items()}
+
     # Wire values are Capitalised ("Delivered"); map_status lower-cases before looking up.
     STATUS_MAP = {
         "queued": Status.SENT,

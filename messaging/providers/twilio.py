@@ -163,6 +163,9 @@ def parse_raw_dlr_done_date(value: str):
 
 
 class TwilioProvider(Provider):
+    #: error code -> meaning, for the admin's timeline and dashboard (providers.md 5.4)
+    ERROR_MEANINGS = ERROR_TEXTS
+
     STATUS_MAP = {
         # Not final yet: Twilio has the message, or has handed it to the carrier.
         "queued": Status.SENT,

@@ -125,6 +125,9 @@ class ConfigurationError(WebhookAuthError):
 
 
 class VonageSmsProvider(Provider):
+    #: receipt err-code -> meaning, for the admin (send refusals carry their own error-text)
+    ERROR_MEANINGS = DLR_ERROR_TEXTS
+
     # Receipt `status` -> canonical (providers.md 6). `accepted` and `buffered` mean the
     # carrier has it but the handset does not yet: that is our `sent`.
     STATUS_MAP = {
