@@ -6,6 +6,7 @@ GROUP BY queries over one period (never a Python loop over rows, except the SQLi
 percentiles, which only exists for development databases).
 """
 
+import bisect
 import contextlib
 import math
 import uuid
@@ -14,11 +15,7 @@ from decimal import Decimal
 
 from django.db import connection, transaction
 from django.db.models import (
-    Aggregate,
     Count,
-    F,
-    FloatField,
-    Func,
     Q,
     Sum,
 )
@@ -208,32 +205,72 @@ OUTCOMES = (Status.DELIVERED, Status.FAILED, Status.EXPIRED, Status.REJECTED, St
 TOP_ERRORS = 10
 
 
-# Sorting 10^5-10^6 latencies for percentile_cont needs more than PostgreSQL's default 4 MB of
-# sort memory, or it spills to disk; raised for the dashboard's transaction only.
+# Raised for the dashboard's transaction only: pass 1's hash table holds ~10^4 groups per worker.
 DASHBOARD_WORK_MEM = "64MB"
 FRACTIONS = (0.5, 0.95)
 
+# --- Receipt latency percentiles from a histogram -------------------------------------------------
+#
+# An exact percentile needs every latency sorted (percentile_cont over ~800k rows), which cannot
+# run in parallel workers and dominated the 30-day page. Instead one GROUP BY pass puts each
+# latency into a log-scale bucket whose edges grow by LATENCY_BUCKET_RATIO and keeps, per
+# (provider, bucket), the count, the smallest and the largest value. The percentile's rank is
+# then located in Python (percentiles_from_histogram) and interpolated linearly between the
+# bucket's min and max.
+#
+# Error bound: a bucket's values all lie within [r^k, r^(k+1)), so max < min * r. The estimate
+# for a rank and the true value at that rank both lie in [min, max] of its bucket, so each is
+# within (r - 1) = 2 % of the true value; percentile_cont's interpolation between two ranks is
+# a convex combination, so the median and p95 are within 2 % too (relative to |value|; a value
+# of exactly 0 has its own bucket and is exact). The first and last rank of a bucket are its min
+# and max exactly, so ranks that straddle two buckets, and any bucket holding one or two values,
+# are exact: small samples come out exactly as percentile_cont would give them.
+LATENCY_BUCKET_RATIO = 1.02
+LATENCY_ERROR_BOUND = LATENCY_BUCKET_RATIO - 1
+_LOG_RATIO = math.log(LATENCY_BUCKET_RATIO)
+# Bucket ids must sort like the values they hold. Timestamps have microsecond resolution, so a
+# positive latency is >= 1e-6 s and its bucket >= floor(ln(1e-6) / ln 1.02) = -698; zero and
+# negative latencies (a provider clock behind ours) get ids far below that, mirrored by |value|.
+_ZERO_BUCKET = -10_000
+_NEGATIVE_BASE = -20_000
 
-class PercentilesCont(Aggregate):
-    """PostgreSQL's percentile_cont(ARRAY[...]) WITHIN GROUP (ORDER BY x): every fraction from
-    one sort of the values."""
 
-    template = "percentile_cont(%(fractions)s) WITHIN GROUP (ORDER BY %(expressions)s)%(filter)s"
-
-    def __init__(self, expression, fractions, **extra):
-        from django.contrib.postgres.fields import ArrayField
-
-        array = "ARRAY[" + ",".join(repr(float(f)) for f in fractions) + "]::float8[]"
-        super().__init__(
-            expression, fractions=array, output_field=ArrayField(FloatField()), **extra
-        )
+def latency_bucket(seconds: float) -> int:
+    """The histogram bucket of a latency: the Python twin of LATENCY_BUCKET_SQL."""
+    if seconds > 0:
+        return math.floor(math.log(seconds) / _LOG_RATIO)
+    if seconds < 0:
+        return _NEGATIVE_BASE - math.floor(math.log(-seconds) / _LOG_RATIO)
+    return _ZERO_BUCKET
 
 
-class EpochSeconds(Func):
-    """Seconds in an interval (PostgreSQL)."""
+def percentiles_from_histogram(buckets, fractions=FRACTIONS) -> list:
+    """percentile_cont estimates from (bucket, count, min, max) rows, one value per fraction
+    (None for an empty histogram). Within LATENCY_ERROR_BOUND of the exact value (see above)."""
+    rows = sorted(row for row in buckets if row[1])
+    if not rows:
+        return [None for _ in fractions]
+    starts, rank = [], 0
+    for _, count, _, _ in rows:
+        starts.append(rank)
+        rank += count
+    total = rank
 
-    template = "EXTRACT(EPOCH FROM %(expressions)s)"
-    output_field = FloatField()
+    def value_at(rank: int) -> float:
+        # The bucket holding this rank (0-based): the last one starting at or before it.
+        i = bisect.bisect_right(starts, rank) - 1
+        _, count, low, high = rows[i]
+        if count == 1:
+            return low
+        return low + (high - low) * (rank - starts[i]) / (count - 1)
+
+    result = []
+    for fraction in fractions:
+        position = fraction * (total - 1)
+        low_rank, high_rank = math.floor(position), math.ceil(position)
+        lower, upper = value_at(low_rank), value_at(high_rank)
+        result.append(lower + (upper - lower) * (position - low_rank))
+    return result
 
 
 def percentile(sorted_values: list, fraction: float) -> float | None:
@@ -247,29 +284,21 @@ def percentile(sorted_values: list, fraction: float) -> float | None:
 
 
 def dashboard(period: str = DEFAULT_PERIOD, now=None) -> dict:
-    """Every figure on the dashboard for messages created in the period: two passes over the
-    period's messages (one GROUP BY, one percentile aggregate) and three small queries."""
+    """Every figure on the dashboard for messages created in the period: on PostgreSQL two
+    GROUP BY passes over the period's messages that parallel workers can share (counts, rates,
+    spend and error codes; the latency histogram) and three small queries."""
     if period not in PERIODS:
         period = DEFAULT_PERIOD
     span, bucket = PERIODS[period]
     now = now or timezone.now()
     since = now - span
-    in_period = Message.objects.filter(created_at__gte=since, created_at__lte=now)
+    points = _buckets(since, now, bucket)
 
     with transaction.atomic():
         if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL work_mem = %s", [DASHBOARD_WORK_MEM])
-        # Pass 1 answers the status totals, the delivery rate per provider per bucket, the
-        # spend and the top error codes: GROUP BY (provider, bucket, status, currency, code).
-        grouped = list(
-            in_period.annotate(bucket=Trunc("created_at", bucket))
-            .values("provider", "bucket", "status", "currency", "error_code")
-            .annotate(n=Count("id"), spend=Sum("price"))
-            .order_by()
-        )
-        delivered_by = {r["provider"] for r in grouped if r["status"] == Status.DELIVERED}
-        latency = receipt_latency(in_period, sorted(delivered_by))  # pass 2
+            grouped, latency = _postgres_passes(since, now, points)
+        else:
+            grouped, latency = _portable_passes(since, now, bucket)
 
     by_status, spend, rate_cells, errors, total = {}, {}, {}, {}, 0
     for row in grouped:
@@ -295,9 +324,10 @@ def dashboard(period: str = DEFAULT_PERIOD, now=None) -> dict:
         "until": now,
         "total": total,
         "by_status": _status_rows(by_status, total),
-        "delivery_rate": _rate_series(rate_cells, since, now, bucket),
+        "delivery_rate": _rate_series(rate_cells, points, bucket),
         "delivery_by_provider": _rate_totals(rate_cells),
         "latency": latency,
+        "latency_error_bound": LATENCY_ERROR_BOUND,
         "top_errors": [
             {"provider": provider, "error_code": code, "n": n} for (provider, code), n in top_errors
         ],
@@ -308,6 +338,18 @@ def dashboard(period: str = DEFAULT_PERIOD, now=None) -> dict:
         "optouts": optout_figures(since),
         "failed_auth": failed_auth_counts(since),
     }
+
+
+def _portable_passes(since, until, bucket: str):
+    """SQLite (development databases): pass 1 through the ORM, exact percentiles in Python."""
+    in_period = Message.objects.filter(created_at__gte=since, created_at__lte=until)
+    grouped = list(
+        in_period.annotate(bucket=Trunc("created_at", bucket))
+        .values("provider", "bucket", "status", "currency", "error_code")
+        .annotate(n=Count("id"), spend=Sum("price"))
+        .order_by()
+    )
+    return grouped, receipt_latency(in_period)
 
 
 def _status_rows(by_status: dict, total: int) -> list:
@@ -331,16 +373,16 @@ def _buckets(since, until, bucket: str) -> list:
     return points
 
 
-def _rate_series(cells: dict, since, until, bucket: str) -> dict:
+def _rate_series(cells: dict, points: list, bucket: str) -> dict:
     """{labels: [...], series: {provider: [rate or None per bucket]}}; None where a provider
-    had no outcome in a bucket (a gap, not a 0% day)."""
-    points = _buckets(since, until, bucket)
+    had no outcome in a bucket (a gap, not a 0% day). A cell's bucket is either the datetime
+    Trunc gave (SQLite) or the 1-based position width_bucket gave (PostgreSQL)."""
     index = {_bucket_key(p): i for i, p in enumerate(points)}
     series = {}
     for (provider, when), (delivered, outcomes) in cells.items():
         values = series.setdefault(provider, [None] * len(points))
-        i = index.get(_bucket_key(when))
-        if i is not None and outcomes:
+        i = when - 1 if isinstance(when, int) else index.get(_bucket_key(when))
+        if i is not None and 0 <= i < len(points) and outcomes:
             values[i] = round(100.0 * delivered / outcomes, 2)
     fmt = "%Y-%m-%d %H:00" if bucket == "hour" else "%Y-%m-%d"
     return {"labels": [p.strftime(fmt) for p in points], "series": dict(sorted(series.items()))}
@@ -368,37 +410,23 @@ def _rate_totals(cells: dict) -> list:
     ]
 
 
-def receipt_latency(in_period, providers: list) -> list:
-    """Sent -> delivered seconds per provider: count, median and p95 (Message.sent_at to
-    completed_at, which is the provider's timestamp on the delivered receipt)."""
-    delivered = in_period.filter(
+def _delivered(in_period):
+    return in_period.filter(
         status=Status.DELIVERED,
         direction=Direction.OUTBOUND,
         sent_at__isnull=False,
         completed_at__isnull=False,
     )
-    if not providers:
-        return []
-    if connection.vendor == "postgresql":
-        # One aggregate row with a FILTERed percentile per provider, rather than GROUP BY
-        # provider: an ordered-set aggregate under GROUP BY makes PostgreSQL sort every row by
-        # provider first, on top of the sort each percentile does anyway.
-        seconds = EpochSeconds(F("completed_at") - F("sent_at"))
-        aggregates = {}
-        for i, provider in enumerate(providers):
-            aggregates[f"n{i}"] = Count("id", filter=Q(provider=provider))
-            aggregates[f"p{i}"] = PercentilesCont(seconds, FRACTIONS, filter=Q(provider=provider))
-        row = delivered.aggregate(**aggregates)
-        result = []
-        for i, provider in enumerate(providers):
-            if row[f"n{i}"]:
-                median, p95 = row[f"p{i}"]
-                result.append({"provider": provider, "n": row[f"n{i}"], "median": median,
-                               "p95": p95})  # fmt: skip
-        return result
-    # SQLite (development): compute percentile_cont in Python from the durations.
+
+
+def receipt_latency(in_period) -> list:
+    """Sent -> delivered seconds per provider, exact, computed in Python: count, median and p95
+    (Message.sent_at to completed_at, the provider's timestamp on the delivered receipt). For
+    SQLite development databases only; PostgreSQL uses the histogram pass."""
     durations = {}
-    for provider, sent, done in delivered.values_list("provider", "sent_at", "completed_at"):
+    for provider, sent, done in _delivered(in_period).values_list(
+        "provider", "sent_at", "completed_at"
+    ):
         durations.setdefault(provider, []).append((done - sent).total_seconds())
     result = []
     for provider in sorted(durations):
@@ -412,6 +440,99 @@ def receipt_latency(in_period, providers: list) -> list:
             }
         )
     return result
+
+
+# --- The dashboard on PostgreSQL -----------------------------------------------------------------
+#
+# Two GROUP BY passes, each one sequential scan of the period's messages. Both are raw SQL for two
+# reasons the ORM cannot express:
+#
+# - The GROUP BY keys are computed inside a subquery that PostgreSQL must not flatten (a volatile
+#   function that constant folding later removes, _FENCE, keeps it a subquery). Flattened, the
+#   planner estimates the number of groups of width_bucket(created_at) or of the latency bucket
+#   from the distinct values of created_at / completed_at (about one per row: 10^6 groups),
+#   sizes a huge hash table and never considers parallel partial aggregation. As subquery
+#   outputs, each computed key counts as ~200 values, close to the truth (31 days; ~500
+#   latency buckets), so each worker aggregates its share of the table into a small hash table.
+# - The day (or hour) is width_bucket(created_at, <the period's bucket starts>), a binary search
+#   over ~31 timestamps, rather than date_trunc(... AT TIME ZONE ...), which converts every row's
+#   time zone. The bucket starts come from _buckets(), in the current time zone, as before.
+#
+# JIT compilation is switched off for the transaction: the plans cost enough to trigger it, and
+# compiling in the leader and every worker cost more than it saved here.
+
+_FENCE = "CASE WHEN false THEN clock_timestamp() END AS fence"
+
+_PASS_1_SQL = """
+SELECT provider, bucket, status, currency, error_code, count(*), sum(price)
+FROM (
+    SELECT provider, width_bucket(created_at, %(points)s::timestamptz[]) AS bucket, status,
+           currency, error_code, price, {fence}
+    FROM {table}
+    WHERE created_at >= %(since)s AND created_at <= %(until)s
+) AS period
+GROUP BY provider, bucket, status, currency, error_code
+"""
+
+# The Python twin of this bucket expression is latency_bucket().
+_SECONDS_SQL = "date_part('epoch', completed_at - sent_at)"
+LATENCY_BUCKET_SQL = f"""CASE
+    WHEN {_SECONDS_SQL} > 0 THEN floor(ln({_SECONDS_SQL}) / %(log_ratio)s)::int
+    WHEN {_SECONDS_SQL} < 0 THEN {_NEGATIVE_BASE} - floor(ln(-{_SECONDS_SQL}) / %(log_ratio)s)::int
+    ELSE {_ZERO_BUCKET} END"""
+
+_LATENCY_SQL = """
+SELECT provider, bucket, count(*), min(seconds), max(seconds)
+FROM (
+    SELECT provider, {seconds} AS seconds, {bucket} AS bucket, {fence}
+    FROM {table}
+    WHERE created_at >= %(since)s AND created_at <= %(until)s
+      AND status = %(delivered)s AND direction = %(outbound)s
+      AND sent_at IS NOT NULL AND completed_at IS NOT NULL
+) AS delivered
+GROUP BY provider, bucket
+"""
+
+
+def _postgres_passes(since, until, points: list):
+    table = connection.ops.quote_name(Message._meta.db_table)
+    params = {
+        "since": since,
+        "until": until,
+        "points": points,
+        "log_ratio": _LOG_RATIO,
+        "delivered": Status.DELIVERED.value,
+        "outbound": Direction.OUTBOUND.value,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL work_mem = %s", [DASHBOARD_WORK_MEM])
+        cursor.execute("SET LOCAL jit = off")
+        cursor.execute(_PASS_1_SQL.format(fence=_FENCE, table=table), params)
+        grouped = [
+            {
+                "provider": provider,
+                "bucket": bucket,
+                "status": status,
+                "currency": currency,
+                "error_code": error_code,
+                "n": n,
+                "spend": spend,
+            }
+            for provider, bucket, status, currency, error_code, n, spend in cursor.fetchall()
+        ]
+        sql = _LATENCY_SQL.format(
+            seconds=_SECONDS_SQL, bucket=LATENCY_BUCKET_SQL, fence=_FENCE, table=table
+        )
+        cursor.execute(sql, params)
+        histograms = {}
+        for provider, bucket, n, low, high in cursor.fetchall():
+            histograms.setdefault(provider, []).append((bucket, n, low, high))
+    latency = []
+    for provider in sorted(histograms):
+        median, p95 = percentiles_from_histogram(histograms[provider], FRACTIONS)
+        n = sum(row[1] for row in histograms[provider])
+        latency.append({"provider": provider, "n": n, "median": median, "p95": p95})
+    return grouped, latency
 
 
 def optout_figures(since) -> dict:

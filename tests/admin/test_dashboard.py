@@ -177,3 +177,92 @@ def test_chart_library_is_shipped_in_static():
         head = handle.read(200)
     assert "Chart.js v4" in head
     assert finders.find("herald/vendor/chart.js-LICENSE.md")
+
+
+# --- The latency histogram: estimates against exact percentile_cont ------------------------------
+
+
+def _histogram(values):
+    """(bucket, count, min, max) rows, as the PostgreSQL pass returns them."""
+    buckets = {}
+    for value in values:
+        bucket = selectors.latency_bucket(value)
+        count, low, high = buckets.get(bucket, (0, value, value))
+        buckets[bucket] = (count + 1, min(low, value), max(high, value))
+    return [(bucket, *figures) for bucket, figures in buckets.items()]
+
+
+def _assert_within_bound(values, fractions=(0.5, 0.95, 0.99, 0.0, 1.0)):
+    exact = sorted(values)
+    estimates = selectors.percentiles_from_histogram(_histogram(values), fractions)
+    for fraction, estimate in zip(fractions, estimates, strict=True):
+        truth = selectors.percentile(exact, fraction)
+        assert abs(estimate - truth) <= selectors.LATENCY_ERROR_BOUND * abs(truth) + 1e-12, (
+            fraction,
+            estimate,
+            truth,
+        )
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_histogram_percentiles_stay_within_the_documented_bound(seed):
+    import random
+
+    rng = random.Random(seed)
+    # Skewed like real receipts: mostly seconds, a long tail to minutes, plus ties.
+    values = [rng.lognormvariate(1.2, 1.0) for _ in range(20_000)]
+    values += [rng.uniform(60, 600) for _ in range(1_000)]
+    values += [2.0] * 500
+    _assert_within_bound(values)
+
+
+def test_histogram_percentiles_handle_zero_and_negative_latencies():
+    import random
+
+    rng = random.Random(7)
+    # A provider whose clock runs behind ours reports receipts "before" we sent.
+    values = [rng.uniform(-5, 30) for _ in range(5_000)] + [0.0] * 50
+    _assert_within_bound(values, fractions=(0.05, 0.5, 0.95))
+    ordered = sorted({*values})
+    buckets = [selectors.latency_bucket(v) for v in ordered]
+    assert buckets == sorted(buckets)  # bucket ids sort like the values they hold
+
+
+def test_histogram_is_exact_when_buckets_hold_at_most_two_values():
+    # The first and last rank of a bucket are its min and max: small samples are exact.
+    values = [1.0, 2.0, 3.0, 10.0, 10.01]
+    estimate = selectors.percentiles_from_histogram(_histogram(values), (0.5, 0.95))
+    assert estimate == [selectors.percentile(values, 0.5), selectors.percentile(values, 0.95)]
+    assert selectors.percentiles_from_histogram([], (0.5,)) == [None]
+
+
+def test_histogram_estimate_is_not_exact_inside_a_crowded_bucket():
+    # Proves the tolerance above is doing work: 1,000 values inside one 2 % bucket, spread
+    # unevenly, are interpolated linearly between its min and max, not read back exactly.
+    values = [10.0 + 0.14 * (i / 999) ** 4 for i in range(1000)]  # bucket [9.945, 10.144)
+    assert len({selectors.latency_bucket(v) for v in values}) == 1
+    (median,) = selectors.percentiles_from_histogram(_histogram(values), (0.5,))
+    truth = selectors.percentile(sorted(values), 0.5)
+    assert median != pytest.approx(truth, rel=1e-4)
+    assert abs(median - truth) <= selectors.LATENCY_ERROR_BOUND * truth
+
+
+@pytest.mark.postgres
+def test_postgres_histogram_matches_exact_percentiles(on_postgres):
+    import random
+
+    rng = random.Random(11)
+    exact = {"sandbox": [], "twilio": []}
+    for i in range(600):
+        provider = "sandbox" if i % 3 else "twilio"
+        latency = round(rng.lognormvariate(1.0, 1.2), 6)  # microsecond resolution, as stored
+        delivered(provider, latency)
+        exact[provider].append(latency)
+    figures = {r["provider"]: r for r in selectors.dashboard("7d", now=NOW)["latency"]}
+    for provider, values in exact.items():
+        values.sort()
+        assert figures[provider]["n"] == len(values)
+        for key, fraction in (("median", 0.5), ("p95", 0.95)):
+            truth = selectors.percentile(values, fraction)
+            bound = selectors.LATENCY_ERROR_BOUND * truth
+            assert abs(figures[provider][key] - truth) <= bound, (provider, key)
