@@ -8,6 +8,7 @@ provider retries (Sinch retries only 5xx and 429).
 
 import logging
 import traceback
+from urllib.parse import parse_qsl
 
 from django.conf import settings
 from django.db import DatabaseError
@@ -41,7 +42,9 @@ def webhook_input(request, body: bytes) -> WebhookInput:
         url=f"{settings.PUBLIC_BASE_URL}{path}",
         headers=headers,
         body=body,
-        query=[(k, v) for k, values in request.GET.lists() for v in values],
+        # parse_qsl, not request.GET: Django refuses more than DATA_UPLOAD_MAX_NUMBER_FIELDS
+        # parameters there (TooManyFieldsSent) before anything could be stored.
+        query=parse_qsl(request.META.get("QUERY_STRING", ""), keep_blank_values=True),
         remote_addr=request.META.get("REMOTE_ADDR", ""),
     )
 
@@ -89,21 +92,10 @@ class WebhookView(View):
         try:
             provider.verify_webhook(winput, self.kind)
         except WebhookAuthError as exc:
-            status = getattr(exc, "status_code", 401)
-            try:
-                webhooks.store(
-                    self.provider_name, self.kind, winput, path,
-                    authenticated=False, auth_error=str(exc)[:255],
-                    state=WebhookRequest.State.UNAUTHENTICATED, response_status=status,
-                )  # fmt: skip
-            except DatabaseError:
-                log.exception("could not store an unauthenticated webhook")
-                return _answer(503, "temporarily unable to store the request")
-            log.warning(
-                "webhook authentication failed",
-                extra={"provider": self.provider_name, "kind": self.kind, "reason": str(exc)},
-            )
-            return _answer(status, "authentication failed")
+            return self._refuse(winput, path, getattr(exc, "status_code", 401), str(exc))
+        except Exception as exc:  # a verifier crashing on hostile input has not authenticated it
+            log.exception("webhook verifier raised", extra={"provider": self.provider_name})
+            return self._refuse(winput, path, 401, f"verifier error: {type(exc).__name__}: {exc}")
 
         # Parse before storing, only to know the answer: what can never be applied is stored as
         # invalid and answered 400 (the sender's fault), everything else is stored `received`.
@@ -142,6 +134,23 @@ class WebhookView(View):
             except DatabaseError:
                 log.exception("inline apply failed; left for the applier", extra={"id": stored.pk})
         return response
+
+    def _refuse(self, winput, path, status, reason):
+        """Store a request that failed authentication (counted per provider), then refuse it."""
+        try:
+            webhooks.store(
+                self.provider_name, self.kind, winput, path,
+                authenticated=False, auth_error=reason[:255],
+                state=WebhookRequest.State.UNAUTHENTICATED, response_status=status,
+            )  # fmt: skip
+        except DatabaseError:
+            log.exception("could not store an unauthenticated webhook")
+            return _answer(503, "temporarily unable to store the request")
+        log.warning(
+            "webhook authentication failed",
+            extra={"provider": self.provider_name, "kind": self.kind, "reason": reason[:255]},
+        )
+        return _answer(status, "authentication failed")
 
     def _ack(self, provider):
         status, content, content_type = provider.webhook_ack(self.kind)
