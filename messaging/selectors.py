@@ -459,7 +459,8 @@ def receipt_latency(in_period) -> list:
 #   time zone. The bucket starts come from _buckets(), in the current time zone, as before.
 #
 # JIT compilation is switched off for the transaction: the plans cost enough to trigger it, and
-# compiling in the leader and every worker cost more than it saved here.
+# compiling in the leader and every worker cost more than it saved here (measured: 1.2-1.5 s
+# with JIT against 0.9-1.0 s without, for both passes).
 
 _FENCE = "CASE WHEN false THEN clock_timestamp() END AS fence"
 
@@ -507,6 +508,10 @@ def _postgres_passes(since, until, points: list):
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL work_mem = %s", [DASHBOARD_WORK_MEM])
         cursor.execute("SET LOCAL jit = off")
+        # Each worker hands the leader ~10^4 partial groups, not rows: the default cost per
+        # gathered tuple (0.1) made the serial plan look as cheap, and the choice flipped with
+        # every ANALYZE; at 0.01 the planner keeps the parallel plan it should.
+        cursor.execute("SET LOCAL parallel_tuple_cost = 0.01")
         cursor.execute(_PASS_1_SQL.format(fence=_FENCE, table=table), params)
         grouped = [
             {

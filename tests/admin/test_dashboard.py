@@ -159,6 +159,8 @@ def test_dashboard_page(superuser_client):
     charts = json.loads(html.split('id="herald-charts" type="application/json">')[1].split("<")[0])
     assert charts["byStatus"] == {"labels": ["delivered", "failed"], "counts": [2, 1]}
     assert charts["latency"]["median"] == [2.0]
+    # The figures are estimates (exact for two values, but the page says what they are).
+    assert "within 2 % of the exact values" in html and "≈ 2.0 s" in html
     assert "The handset was off or out of coverage" in html
     assert 'aria-current="true">Last 24 hours' in html
 
