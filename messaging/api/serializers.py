@@ -75,7 +75,8 @@ class ResendSerializer(serializers.Serializer):
 
 
 class StatusEventSerializer(serializers.ModelSerializer):
-    actor = serializers.StringRelatedField()
+    # Null for events without a person (webhooks, the sender): say so in the schema.
+    actor = serializers.StringRelatedField(allow_null=True)
 
     class Meta:
         model = StatusEvent
