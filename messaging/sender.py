@@ -5,13 +5,15 @@ pool (one requests.Session per thread and provider), honour per-provider rate li
 any due sandbox receipts, and apply stored webhook requests (messaging.applier).
 """
 
+import contextlib
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 
 import requests
 from django.conf import settings
@@ -47,6 +49,28 @@ class RateLimiter:
             time.sleep(slot - now)
 
 
+class _Pool(ThreadPoolExecutor):
+    """The send threads. Each keeps its own database connection between messages (opening one
+    per message cost more than the rest of the bookkeeping: bench/RESULTS-send.md); shutdown
+    closes them, so no idle connection outlives the sender."""
+
+    def shutdown(self, wait=True, **kwargs):
+        if wait and self._threads and not self._shutdown:
+            self._close_connections(len(self._threads))
+        super().shutdown(wait, **kwargs)
+
+    def _close_connections(self, threads: int):
+        barrier = threading.Barrier(threads)
+
+        def close():  # the barrier puts exactly one of these on every thread
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait(timeout=30)
+            connection.close()
+
+        for future in [self.submit(close) for _ in range(threads)]:
+            future.result()
+
+
 class Sender:
     def __init__(self, concurrency=None, batch_size=None):
         self.concurrency = concurrency or settings.SENDER_CONCURRENCY
@@ -54,8 +78,9 @@ class Sender:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.limiter = RateLimiter()
         self._local = threading.local()
-        self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="sender")
+        self.pool = _Pool(self.concurrency, thread_name_prefix="sender")
         self.stopping = False
+        self._inflight = set()  # futures of claimed messages not yet finished
 
     def session(self, provider: str) -> requests.Session:
         sessions = getattr(self._local, "sessions", None)
@@ -66,6 +91,7 @@ class Sender:
         return sessions[provider]
 
     def _send(self, message):
+        close_old_connections()  # a broken or aged (CONN_MAX_AGE) connection is replaced
         try:
             self.limiter.wait(message.provider)
             status = send_one(message, self.session(message.provider), self.owner)
@@ -78,31 +104,47 @@ class Sender:
         except Exception:
             log.exception("send failed unexpectedly", extra={"message_id": str(message.pk)})
             return None
-        finally:
-            connection.close()  # threads must not leak database connections
 
-    def tick(self) -> int:
-        """One pass. Returns how many messages were claimed."""
+    def tick(self, wait=True) -> int:
+        """One pass. Returns how many messages were claimed. With wait=False the batch is left
+        sending on the pool (run() overlaps the next claim with the end of this batch)."""
         close_old_connections()
         recover_expired_leases()
         batch = claim_due(self.batch_size, self.owner)
-        if batch:
-            list(self.pool.map(self._send, batch))
+        futures = [self.pool.submit(self._send, message) for message in batch]
+        self._inflight.update(futures)
         deliver_due_receipts(self.session("sandbox"))
         applier.drain(max_batches=5)  # stored receipts (store-then-apply), bounded per tick
+        if wait:
+            futures_wait(futures)
+            self._inflight.difference_update(futures)
         return len(batch)
+
+    def _wait_for_free_slots(self):
+        """Block until no claimed message waits for a thread: every slot busy at most. The next
+        claim then lands while the last sends of the previous batch are still in flight, so no
+        slot idles through a batch's tail (bench/RESULTS-send.md)."""
+        while len(self._inflight) > self.concurrency:
+            futures_wait(self._inflight, return_when=FIRST_COMPLETED)
+            self._inflight = {f for f in self._inflight if not f.done()}
+        self._inflight = {f for f in self._inflight if not f.done()}
 
     def run(self, once=False, max_seconds=None):
         started = time.monotonic()
         total = 0
         while not self.stopping:
-            claimed = self.tick()
+            claimed = self.tick(wait=False)
             total += claimed
+            self._wait_for_free_slots()
             if once and claimed == 0:
+                if self._inflight:  # what they requeue for now (failover) is still due
+                    futures_wait(self._inflight)
+                    self._inflight.clear()
+                    continue
                 break
             if max_seconds and time.monotonic() - started > max_seconds:
                 break
             if claimed < self.batch_size:
                 time.sleep(settings.SENDER_POLL_INTERVAL)
-        self.pool.shutdown(wait=True)
+        self.pool.shutdown(wait=True)  # what is claimed is finished before exiting
         return total
