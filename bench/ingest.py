@@ -150,10 +150,12 @@ def drain_applier(env, processes=1):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="bare/single/batch rounds")
-    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    parser.add_argument("--batch-duration", type=int, default=3, help="seconds per batch run")
-    parser.add_argument("--workers", type=int, default=8, help="gunicorn sync workers")
+    parser.add_argument("--rounds", type=int, default=6, help="bare/single/batch rounds")
+    parser.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
+    parser.add_argument("--batch-duration", type=int, default=2, help="seconds per batch run")
+    parser.add_argument("--workers", type=int, default=8, help="gunicorn workers")
+    parser.add_argument("--worker-class", default="sync", choices=["sync", "gthread"])
+    parser.add_argument("--worker-threads", type=int, default=1, help="threads per gthread worker")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--messages", type=int, default=30000, help="sandbox messages")
@@ -194,7 +196,7 @@ def main():
     )
     phases = args.rounds + (1 if args.sustained else 0)
     singles = [sandbox[i::phases] for i in range(phases)]  # disjoint receipts per phase
-    server = common.Gunicorn(env, port, args.workers)
+    server = common.Gunicorn(env, port, args.workers, args.worker_class, args.worker_threads)
     result["gunicorn"] = " ".join(server.command())
     with server:
         # Warm every worker (imports, connections) before measuring.

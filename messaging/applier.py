@@ -33,6 +33,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
+import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -281,12 +282,16 @@ def _our_id(reference):
         return None
 
 
+# What deciding and writing a message needs (bodies and metadata stay in the database).
+MESSAGE_FIELDS = ("id", "status", "error_code", "error_text", "price", "currency",
+                  "completed_at", "lease_until", "lease_owner", "updated_at")  # fmt: skip
+
+
 def _apply_fast(entries):
-    ids = sorted({e.message_id for e in entries}, key=str)
+    ids = list({e.message_id for e in entries})
     # Lock in a fixed order so two appliers with overlapping batches cannot deadlock.
-    messages = {
-        m.pk: m for m in Message.objects.select_for_update().filter(pk__in=ids).order_by("pk")
-    }
+    locked = Message.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+    messages = {m.pk: m for m in locked.only(*MESSAGE_FIELDS)}
     parts_of, part_by_id = defaultdict(list), {}
     for part in MessagePart.objects.filter(message_id__in=ids).order_by("message_id", "index"):
         parts_of[part.message_id].append(part)
@@ -365,7 +370,10 @@ def bulk_set(model, objs: list, fields: list, chunk: int = 1000):
     row = "(" + ", ".join(f"%s::{f.db_type(connection)}" for f in columns) + ")"
     assignments = ", ".join(f"{qn(f.column)} = v.{qn(f.column)}" for f in columns[1:])
     names = ", ".join(qn(f.column) for f in columns)
-    with connection.cursor() as cursor:
+    # Server-side binding: ten thousand parameters travel as they are, not quoted into the SQL
+    # text by the client (Django's default cursor), which cost more CPU than the UPDATE itself.
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         for start in range(0, len(objs), chunk):
             part = objs[start : start + chunk]
             params = [
@@ -378,6 +386,7 @@ def bulk_set(model, objs: list, fields: list, chunk: int = 1000):
                 f"FROM (VALUES {', '.join([row] * len(part))}) AS v({names}) "
                 f"WHERE t.{qn(meta.pk.column)} = v.{qn(meta.pk.column)}",
                 params,
+                prepare=False,
             )
 
 
