@@ -133,7 +133,7 @@ def test_rate_limited_per_source_with_retry_after(client, settings):
 
 def test_cannot_store_answers_503_and_the_retry_is_accepted(client):
     message = sent_message()
-    with mock.patch("messaging.models.WebhookRequest.objects.create", side_effect=DatabaseError):
+    with mock.patch("messaging.services.webhooks.store", side_effect=DatabaseError):
         r = signed(client, receipt())
     assert r.status_code == 503
     message.refresh_from_db()
