@@ -107,3 +107,26 @@ def test_event_actor_is_nullable_in_the_schema_and_null_in_the_api(api_state, cl
         HTTP_AUTHORIZATION=f"Token {api_state['token']}",
     ).json()
     assert detail["events"] and detail["events"][0]["actor"] is None
+
+
+@pytest.mark.parametrize(
+    ("value", "status"),
+    [
+        ("0411-05-11T09:09:05.1809+16:38", 200),  # found by schemathesis: 500 on PostgreSQL
+        ("2026-01-01T00:00:00-23:59", 200),
+        ("0001-01-01T00:00:00+16:38", 400),  # no UTC equivalent (year 0)
+        ("not-a-date", 400),
+    ],
+)
+@pytest.mark.parametrize("name", ["created_after", "created_before"])
+def test_created_filters_take_any_utc_offset(api_state, client, name, value, status):
+    """Regression: PostgreSQL refuses UTC offsets beyond +-15:59, which Python accepts; the
+    filter converts to UTC first, and answers 400 for an instant that has no UTC equivalent."""
+    response = client.get(
+        "/api/v1/messages/",
+        {name: value},
+        HTTP_AUTHORIZATION=f"Token {api_state['token']}",
+    )
+    assert response.status_code == status, response.content[:300]
+    if status == 200 and name == "created_after":
+        assert [m["id"] for m in response.json()["results"]] == [api_state["message_id"]]
