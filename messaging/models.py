@@ -340,3 +340,14 @@ class SandboxReceipt(models.Model):
 
     def __str__(self):
         return f"{self.payload.get('status')} for {self.message_id}"
+
+
+class ProviderPacing(models.Model):
+    """The next free send slot per provider, shared by every sender process on every host, so
+    that together they keep to the provider's rate limit (messaging/services/pacing.py)."""
+
+    provider = models.CharField(max_length=32, primary_key=True)
+    next_slot = models.FloatField(default=0.0)  # unix time
+
+    def __str__(self):
+        return f"{self.provider} next slot {self.next_slot:.3f}"

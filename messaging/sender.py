@@ -21,32 +21,21 @@ from django.db import close_old_connections, connection
 
 from messaging import applier
 from messaging.providers.sandbox import deliver_due_receipts
+from messaging.services.pacing import wait_for_slot
 from messaging.services.sending import claim_due, recover_expired_leases, send_one
 
 log = logging.getLogger("herald.sender")
 
 
 class RateLimiter:
-    """A token bucket per provider, shared by this process's threads. With N sender processes,
-    give each 1/N of the provider's rate (SENDER_PROCESSES) so together they stay under it."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._next = {}
+    """Keeps every sender process, together, to each provider's RATE_LIMIT (sends per second):
+    slots are reserved in the database, so the limit holds across processes and hosts."""
 
     def wait(self, provider: str):
         config = settings.SMS_PROVIDERS.get(provider, {})
         rate = float(config.get("RATE_LIMIT") or 0)
-        if rate <= 0:
-            return
-        rate /= max(1, int(os.environ.get("SENDER_PROCESSES", "1")))
-        interval = 1.0 / rate
-        with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._next.get(provider, now))
-            self._next[provider] = slot + interval
-        if slot > now:
-            time.sleep(slot - now)
+        if rate > 0:
+            wait_for_slot(provider, rate)
 
 
 class _Pool(ThreadPoolExecutor):

@@ -1,0 +1,46 @@
+"""Per-provider send pacing shared by all sender processes.
+
+Each send reserves the provider's next free slot with one atomic UPDATE ... RETURNING on the
+ProviderPacing row: the row lock orders concurrent senders, so slots are exactly 1/rate apart
+across every process and host, with no burst after an idle spell (the next slot is never
+earlier than now). A sender then sleeps until its slot. Clocks of different hosts are assumed
+to agree to within a fraction of the interval (NTP).
+"""
+
+import time
+
+from django.db import connection, transaction
+
+from messaging.models import ProviderPacing
+
+_RESERVE = """
+    UPDATE messaging_providerpacing
+       SET next_slot = CASE WHEN next_slot > %s THEN next_slot ELSE %s END + %s
+     WHERE provider = %s
+ RETURNING next_slot
+"""
+
+
+def reserve_slot(provider: str, rate: float, now: float | None = None) -> float:
+    """Reserve the provider's next send slot; returns its unix time (>= now)."""
+    now = time.time() if now is None else now
+    interval = 1.0 / rate
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(_RESERVE, [now, now, interval, provider])
+            row = cursor.fetchone()
+        if row is None:  # first use of this provider: create its row, then reserve
+            ProviderPacing.objects.get_or_create(provider=provider)
+            with connection.cursor() as cursor:
+                cursor.execute(_RESERVE, [now, now, interval, provider])
+                row = cursor.fetchone()
+    return row[0] - interval
+
+
+def wait_for_slot(provider: str, rate: float) -> float:
+    """Block until this sender may send to `provider`. Returns the seconds waited."""
+    slot = reserve_slot(provider, rate)
+    delay = slot - time.time()
+    if delay > 0:
+        time.sleep(delay)
+    return max(0.0, delay)

@@ -1,0 +1,43 @@
+"""Shared send pacing: slots 1/rate apart whoever asks, no burst after idle."""
+
+import threading
+
+import pytest
+from django.db import connection
+
+from messaging.services.pacing import reserve_slot
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_slots_are_spaced_and_never_in_the_past():
+    first = reserve_slot("p", rate=10, now=1000.0)
+    assert first == pytest.approx(1000.0)
+    assert reserve_slot("p", rate=10, now=1000.0) == pytest.approx(1000.1)
+    assert reserve_slot("p", rate=10, now=1000.05) == pytest.approx(1000.2)
+    # idle for a while: the next slot is now, not a backlog of past slots to burst through
+    assert reserve_slot("p", rate=10, now=2000.0) == pytest.approx(2000.0)
+    assert reserve_slot("other", rate=10, now=2000.0) == pytest.approx(2000.0)
+
+
+def test_concurrent_reservations_are_exactly_one_interval_apart():
+    slots, lock = [], threading.Lock()
+
+    def take():
+        try:
+            for _ in range(25):
+                slot = reserve_slot("shared", rate=50, now=5000.0)
+                with lock:
+                    slots.append(slot)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=take) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    slots.sort()
+    assert len(slots) == 100
+    gaps = [b - a for a, b in zip(slots, slots[1:], strict=False)]
+    assert min(gaps) == pytest.approx(0.02) and max(gaps) == pytest.approx(0.02)
