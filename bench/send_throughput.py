@@ -11,9 +11,8 @@ provider_emulator` (a separate process) with --latency-ms (default 50). Receipts
 throughput: messages/s over the steady window (first to last `sent_at`, so process start-up is
   not counted) and the ratio to the ideal, processes * concurrency / latency.
 ratelimit: SINCH_RATE_LIMIT=R for every sender (paced together through the database), the
-  emulator answering
-  429 above R/s (--rate-limit sinch=R): achieved accepted sends/s against R, and the share of
-  requests answered 429.
+  emulator answering 429 above R/s (--rate-limit sinch=R): achieved accepted sends/s against
+  R, and the share of requests answered 429.
 Each run is bounded (--max-seconds, default 90). Results go to bench/out/send-<mode>.json.
 """
 
