@@ -1,9 +1,10 @@
 """The read side: queries for the staff admin and the delivery dashboard.
 
 Everything here has to stay fast with millions of messages on PostgreSQL: lookups are exact
-matches on indexed columns, counts are estimated or capped, and the dashboard is a handful of
-GROUP BY queries over one period (never a Python loop over rows, except the SQLite fallback for
-percentiles, which only exists for development databases).
+matches on indexed columns, counts are estimated or capped, and the dashboard is two GROUP BY
+passes over one period that parallel workers share, with latency percentiles estimated from a
+histogram (never a Python loop over rows, except the SQLite fallback, which computes exact
+percentiles and only exists for development databases).
 """
 
 import bisect
