@@ -453,8 +453,8 @@ def receipt_latency(in_period) -> list:
 #   planner estimates the number of groups of width_bucket(created_at) or of the latency bucket
 #   from the distinct values of created_at / completed_at (about one per row: 10^6 groups),
 #   sizes a huge hash table and never considers parallel partial aggregation. As subquery
-#   outputs, each computed key counts as ~200 values, close to the truth (31 days; ~500
-#   latency buckets), so each worker aggregates its share of the table into a small hash table.
+#   outputs, each computed key counts as ~200 values, close to the truth (31 days; ~300
+#   latency buckets per provider), so each worker aggregates its share into a small hash table.
 # - The day (or hour) is width_bucket(created_at, <the period's bucket starts>), a binary search
 #   over ~31 timestamps, rather than date_trunc(... AT TIME ZONE ...), which converts every row's
 #   time zone. The bucket starts come from _buckets(), in the current time zone, as before.
