@@ -15,7 +15,7 @@ never 5xx and never a 2xx stored as `failed` (the view's state for a parser that
 something other than WebhookParseError, i.e. a parser bug).
 
 Hypothesis parts use a fixed number of examples and derandomize=True, so a run is repeatable
-and the whole file stays well under a minute. Known defects are strict xfails naming the fix.
+and the whole file stays well under a minute.
 """
 
 import base64
@@ -50,10 +50,6 @@ URLS = [(name, kind) for name in PROVIDER_WEBHOOKS for kind in KINDS]
 URL_IDS = [f"{name}-{kind}" for name, kind in URLS]
 JSON_PROVIDERS = ("sandbox", "vonage-messages", "sinch", "infobip")
 ON_POSTGRES = "postgresql" in django_settings.DATABASES["default"]["ENGINE"]
-# PostgreSQL refusals of values a validly signed payload can carry, pinned by strict xfails
-# (test_signed_overlong_values_are_not_failed, test_signed_nul_is_not_failed).
-KNOWN_PG_REFUSALS = ("DataError: value too long", "DataError: unsupported Unicode escape",
-                     "DataError: PostgreSQL text fields cannot contain NUL")  # fmt: skip
 
 SANDBOX_SECRET = "fuzz-sandbox-secret"
 VONAGE_SECRET = "fuzz-vonage-signature-secret-0123456789"
@@ -254,12 +250,9 @@ def last_id() -> int:
     return row or 0
 
 
-def assert_recorded(response, before: int, name: str, kind: str, allowed=(401,),
-                    tolerate_overlong=False):  # fmt: skip
+def assert_recorded(response, before: int, name: str, kind: str, allowed=(401,)):
     """Never a 5xx; the status is one of `allowed`; exactly one new row, in the state the
-    status implies, for the right provider and kind. `tolerate_overlong`: on PostgreSQL, a
-    `failed` row whose error is a value too long for its column is the known defect pinned by
-    test_signed_overlong_values_are_not_failed, so random values may run into it."""
+    status implies, for the right provider and kind."""
     status = response.status_code
     assert status < 500, f"{name}/{kind} answered {status}: {response.content[:300]!r}"
     assert status in allowed, f"{name}/{kind} answered {status}: {response.content[:300]!r}"
@@ -273,8 +266,6 @@ def assert_recorded(response, before: int, name: str, kind: str, allowed=(401,),
     else:  # a 2xx: only for an authenticated body, and never a parser/apply failure
         assert 200 <= status < 300
         assert row.authenticated is True
-        if tolerate_overlong and ON_POSTGRES and row.error.startswith(KNOWN_PG_REFUSALS):
-            return row
         assert row.state in APPLIED_STATES, (row.state, row.error)
     return row
 
@@ -488,7 +479,7 @@ def test_signed_json_of_the_wrong_shape_is_never_a_5xx(raw_client, name, kind, d
     body = json.dumps(replaced(document, path, value)).encode()
     before = last_id()
     response = send_signed(raw_client, name, kind, body)
-    assert_recorded(response, before, name, kind, allowed=(200, 400), tolerate_overlong=True)
+    assert_recorded(response, before, name, kind, allowed=(200, 400))
 
 
 @pytest.mark.parametrize(
@@ -515,7 +506,7 @@ def test_signed_form_of_the_wrong_shape_is_never_a_5xx(raw_client, name, kind, d
         body = urlencode(pairs).encode()
     before = last_id()
     response = send_signed(raw_client, name, kind, body, content_type=content_type)
-    assert_recorded(response, before, name, kind, allowed=(200, 400), tolerate_overlong=True)
+    assert_recorded(response, before, name, kind, allowed=(200, 400))
 
 
 # --- truncated valid bodies ---------------------------------------------------------------------
@@ -629,16 +620,7 @@ ID_FIELDS = {
 
 def surrogate_cases():
     for (name, kind), field in ID_FIELDS.items():
-        yield pytest.param(name, kind, field, id=f"{name}-{kind}", marks=SURROGATE_XFAIL)
-
-
-SURROGATE_XFAIL = pytest.mark.xfail(strict=True, reason=(
-    "A JSON string escape for a lone surrogate (\\ud800) is valid JSON, so json.loads accepts "
-    "it and the parsers build a report whose id cannot be encoded as UTF-8: dedupe_key() (and "
-    "any database write) raises UnicodeEncodeError, stored as `failed` with a 2xx instead of "
-    "400 `invalid`. Fix in messaging/providers/base.py WebhookInput.json: after json.loads, "
-    "refuse a document whose strings do not encode, e.g. json.dumps(data, ensure_ascii=False)"
-    ".encode() raising UnicodeEncodeError -> WebhookParseError"))  # fmt: skip
+        yield pytest.param(name, kind, field, id=f"{name}-{kind}")
 
 
 @pytest.mark.parametrize(("name", "kind", "field"), list(surrogate_cases()))
@@ -690,10 +672,6 @@ def test_deeply_nested_json_unsigned_is_refused_401(raw_client, name, kind):
     ("name", "kind"), [(n, k) for n, k in URLS if n in JSON_PROVIDERS],
     ids=[f"{n}-{k}" for n, k in URLS if n in JSON_PROVIDERS],
 )  # fmt: skip
-@pytest.mark.xfail(strict=True, reason=(
-    "json.loads raises RecursionError, which WebhookInput.json (messaging/providers/base.py) "
-    "lets through; the view stores it as a parser bug (`failed`) and answers 2xx instead of "
-    "400 `invalid`. Fix: catch RecursionError there and raise WebhookParseError"))  # fmt: skip
 def test_deeply_nested_json_signed_is_invalid_400(raw_client, name, kind):
     before = last_id()
     response = send_signed(raw_client, name, kind, nested(DEEP))
@@ -702,23 +680,15 @@ def test_deeply_nested_json_signed_is_invalid_400(raw_client, name, kind):
 
 # --- numbers JSON allows and Python cannot store -------------------------------------------
 
-NON_FINITE_XFAIL = pytest.mark.xfail(strict=True, reason=(
-    "json.loads reads 1e999 as float('inf') and accepts the NaN / Infinity literals. The "
-    "parsers keep the payload as `raw`, which no JSON column can store (SQLite's JSON_VALID "
-    "check, PostgreSQL jsonb), and int(inf) raises OverflowError (sinch._code, infobip._int): "
-    "stored as `failed` with a 2xx instead of 400 `invalid`. Fix in messaging/providers/base.py "
-    "WebhookInput.json: json.loads(..., parse_constant=<raise WebhookParseError>, "
-    "parse_float=<float, raising WebhookParseError when not math.isfinite>)"))  # fmt: skip
-
 
 def non_finite_cases():
     for name, kind in ID_FIELDS:
         for literal in ("1e999", "NaN", "-Infinity"):
-            yield pytest.param(name, kind, "fuzz_extra", literal, marks=NON_FINITE_XFAIL,
+            yield pytest.param(name, kind, "fuzz_extra", literal,
                                id=f"{name}-{kind}-extra-{literal}")  # fmt: skip
-    yield pytest.param("sinch", "status", "code", "1e999", marks=NON_FINITE_XFAIL,
+    yield pytest.param("sinch", "status", "code", "1e999",
                        id="sinch-code-OverflowError")  # fmt: skip
-    yield pytest.param("infobip", "status", "messageCount", "1e999", marks=NON_FINITE_XFAIL,
+    yield pytest.param("infobip", "status", "messageCount", "1e999",
                        id="infobip-messageCount-OverflowError")  # fmt: skip
 
 
@@ -737,13 +707,6 @@ def test_signed_non_finite_numbers_are_not_failed(raw_client, name, kind, field,
 
 # --- values longer than their columns ------------------------------------------------------------
 
-OVERLONG_XFAIL = pytest.mark.xfail(ON_POSTGRES, strict=True, reason=(
-    "No parser bounds the length of what it reads, and the columns are bounded (ids 128, "
-    "numbers 32, provider_status/error_code 64, currency 3): PostgreSQL refuses the write "
-    "(DataError), stored as `failed` with a 2xx. SQLite does not enforce lengths, so only "
-    "PostgreSQL fails. Fix: refuse over-long ids/numbers as WebhookParseError in the parsers "
-    "(or one check in messaging/services/webhooks.parse over the normalised reports) and "
-    "truncate free text such as provider_status / error_text"))  # fmt: skip
 
 # (name, kind, field) whose value is made 200 characters long.
 OVERLONG_FIELDS = [
@@ -764,7 +727,7 @@ OVERLONG_FIELDS = [
 
 @pytest.mark.parametrize(
     ("name", "kind", "field"),
-    [pytest.param(*case, marks=OVERLONG_XFAIL, id="-".join(case)) for case in OVERLONG_FIELDS],
+    [pytest.param(*case, id="-".join(case)) for case in OVERLONG_FIELDS],
 )
 def test_signed_overlong_values_are_not_failed(raw_client, name, kind, field):
     """A 200-character id or number, validly signed: refused (400) or accepted, never `failed`."""
@@ -786,15 +749,9 @@ def test_signed_overlong_values_are_not_failed(raw_client, name, kind, field):
     assert_recorded(response, before, name, kind, allowed=(200, 400))
 
 
-NUL_XFAIL = pytest.mark.xfail(ON_POSTGRES, strict=True, reason=(
-    "PostgreSQL text and jsonb cannot hold U+0000; the parsers pass it through, so the write "
-    "fails (DataError) and the row is `failed` with a 2xx. Fix: refuse NUL in ids/numbers as "
-    "WebhookParseError (or strip it from free text) before anything is written"))  # fmt: skip
-
-
 @pytest.mark.parametrize(
     ("name", "kind", "field"),
-    [pytest.param(*case, marks=NUL_XFAIL, id="-".join(case)) for case in OVERLONG_FIELDS],
+    [pytest.param(*case, id="-".join(case)) for case in OVERLONG_FIELDS],
 )
 def test_signed_nul_is_not_failed(raw_client, name, kind, field):
     """A U+0000 inside an id or number, validly signed: refused (400) or accepted, not `failed`."""

@@ -15,6 +15,7 @@ The base class owns the flow (the HTTP call, transport-error classification, the
 import hashlib
 import hmac
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -154,19 +155,95 @@ class WebhookInput:
             text = self.body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise WebhookParseError("body is not valid UTF-8") from exc
+        # NUL and the like are refused after parsing (check_items), not here: signature
+        # verification must see the parameters exactly as sent.
         return parse_qsl(text, keep_blank_values=True, strict_parsing=False)
 
     def json(self):
         try:
-            return json.loads(self.body.decode("utf-8"))
+            data = json.loads(
+                self.body.decode("utf-8"),
+                parse_constant=_refuse_constant,
+                parse_float=_finite_float,
+            )
+        except RecursionError:
+            raise WebhookParseError("JSON body is nested too deeply") from None
         except (UnicodeDecodeError, ValueError) as exc:
             raise WebhookParseError(f"body is not valid JSON: {exc}") from exc
+        return data  # what it holds is bounded after parsing (check_items)
 
     def json_object(self) -> dict:
         data = self.json()
         if not isinstance(data, dict):
             raise WebhookParseError("JSON body must be an object")
         return data
+
+
+# --- What the database can store ---------------------------------------------------------------
+#
+# A validly signed payload can still carry what no column takes: JSON's NaN and 1e999, a lone
+# surrogate escape (not encodable as UTF-8), U+0000 (PostgreSQL text and jsonb refuse it), or an
+# id longer than its column. Refusing them as unparseable keeps the answer a 400 and the row
+# `invalid`, instead of a failed write after the request was acknowledged.
+
+# Column sizes of what a parsed report or inbound message writes (messaging/models.py).
+MAX_ID, MAX_NUMBER, MAX_CODE, MAX_REFERENCE = 128, 32, 64, 100
+
+
+def _refuse_constant(name):
+    raise WebhookParseError(f"JSON number {name} cannot be stored")
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise WebhookParseError(f"JSON number {text[:20]} is out of range")
+    return value
+
+
+def check_storable(value):
+    """Refuse any string (or key) holding U+0000 or a lone surrogate, anywhere in `value`."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise WebhookParseError("payload contains a NUL character")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise WebhookParseError("payload contains an unpaired surrogate") from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
+def _bounded(label, value, limit):
+    if len(value or "") > limit:
+        raise WebhookParseError(f"{label} is longer than {limit} characters")
+
+
+def check_items(items: list) -> list:
+    """Bound what parsed reports and inbound messages will write: over-long ids and numbers are
+    refused (truncating an id would match the wrong message); free-text codes are cut."""
+    for item in items:
+        check_storable(item.raw)
+        if isinstance(item, DeliveryReport):
+            _bounded("provider message id", item.provider_message_id, MAX_ID)
+            check_storable([item.provider_message_id, item.client_reference, item.error_text])
+            if len(item.client_reference) > MAX_REFERENCE:
+                item.client_reference = ""  # not one of our ids: match by provider id only
+            item.provider_status = item.provider_status[:MAX_CODE]
+            item.error_code = item.error_code[:MAX_CODE]
+            item.currency = (item.currency or "")[:3]
+        elif isinstance(item, InboundSms):
+            _bounded("provider message id", item.provider_message_id, MAX_ID)
+            _bounded("sender", item.from_number, MAX_NUMBER)
+            _bounded("recipient", item.to_number, MAX_NUMBER)
+            check_storable([item.provider_message_id, item.from_number, item.to_number, item.text])
+    return items
 
 
 # --- Errors ------------------------------------------------------------------------------------

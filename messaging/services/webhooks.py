@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from messaging import providers
 from messaging.models import Source, StatusEvent, WebhookRequest
-from messaging.providers.base import WebhookInput, WebhookParseError
+from messaging.providers.base import WebhookInput, WebhookParseError, check_items
 from messaging.services.inbound import record_inbound
 from messaging.services.receipts import apply_report
 
@@ -115,8 +115,8 @@ def input_from_stored(stored: WebhookRequest, url: str) -> WebhookInput:
 def parse(provider_name: str, kind: str, winput: WebhookInput) -> list:
     provider = providers.get_provider(provider_name)
     if kind == "inbound":
-        return provider.parse_inbound_webhook(winput)
-    return provider.parse_status_webhook(winput)
+        return check_items(provider.parse_inbound_webhook(winput))
+    return check_items(provider.parse_status_webhook(winput))
 
 
 def apply_parsed(stored: WebhookRequest, items: list, *, actor=None, source=Source.WEBHOOK):
