@@ -216,3 +216,13 @@ def test_inbound_stop_and_start(client):
     changes = list(OptOutChange.objects.order_by("id").values_list("action", "keyword"))
     assert changes == [("opt_out", "STOP"), ("opt_in", "UNSTOP")]
     assert OptOutChange.objects.order_by("id").first().source_message == inbound
+
+
+def test_credentials_in_the_query_are_not_kept(client):
+    sent_message()
+    body = json.dumps(receipt()).encode()
+    r = client.post(URL + "?ref=abc&token=s3cret-token", body, content_type="application/json",
+                    headers=sandbox_headers(body))  # fmt: skip
+    assert r.status_code == 200
+    stored = WebhookRequest.objects.get()
+    assert stored.query_string == "ref=abc&token=[redacted]"

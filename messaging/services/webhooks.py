@@ -45,6 +45,20 @@ def evidence_headers(headers: dict) -> dict:
     return kept
 
 
+# Query parameters that are credentials (Infobip's callback token): stored redacted.
+REDACTED_PARAMS = ("token",)
+
+
+def evidence_query(query: str) -> str:
+    if not any(f"{name}=" in query for name in REDACTED_PARAMS):
+        return query
+    parts = []
+    for part in query.split("&"):
+        name, sep, _ = part.partition("=")
+        parts.append(f"{name}=[redacted]" if sep and name in REDACTED_PARAMS else part)
+    return "&".join(parts)
+
+
 def store(provider: str, kind: str, winput: WebhookInput, path: str, **fields) -> WebhookRequest:
     """Write the evidence row (one INSERT, committed on return outside a transaction)."""
     values = dict(
@@ -52,7 +66,7 @@ def store(provider: str, kind: str, winput: WebhookInput, path: str, **fields) -
         kind=kind,
         method=winput.method,
         path=path[:512],
-        query_string=winput.url.partition("?")[2],
+        query_string=evidence_query(winput.url.partition("?")[2]),
         headers=evidence_headers(winput.headers),
         body=winput.body,
         remote_addr=winput.remote_addr or None,
