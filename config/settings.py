@@ -161,6 +161,9 @@ API_SEND_RATE_LIMIT = env("API_SEND_RATE_LIMIT", default="300/m")
 WEBHOOK_RATE_LIMIT = env("WEBHOOK_RATE_LIMIT", default="60000/m")
 WEBHOOK_MAX_BODY_BYTES = env.int("WEBHOOK_MAX_BODY_BYTES", default=1_048_576)
 RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
+# true: the webhook view applies what it stored before answering. false: it only stores and
+# answers, and `run_applier` (or the sender's loop) applies stored receipts in batches.
+WEBHOOK_APPLY_INLINE = env.bool("WEBHOOK_APPLY_INLINE", default=True)
 
 SENDER_BATCH_SIZE = env.int("SENDER_BATCH_SIZE", default=50)
 SENDER_CONCURRENCY = env.int("SENDER_CONCURRENCY", default=8)
