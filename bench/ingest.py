@@ -16,6 +16,7 @@ Figures go to stdout and bench/out/ingest.json.
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -159,7 +160,7 @@ def main():
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--messages", type=int, default=30000, help="sandbox messages")
-    parser.add_argument("--infobip-messages", type=int, default=150000)
+    parser.add_argument("--infobip-messages", type=int, default=200000)
     parser.add_argument("--apply", choices=["deferred", "inline"], default="deferred")
     parser.add_argument("--appliers", type=int, default=2, help="run_applier processes")
     parser.add_argument(
@@ -204,6 +205,7 @@ def main():
                    threads=args.threads)  # fmt: skip
         offset = 0
         for n in range(args.rounds):
+            load = os.getloadavg()[0]  # background load on a shared machine, for the record
             run = {"bare_ok": run_wrk(f"{server.url}/bench/ok", get_requests(port), args, "ok")}
             run["sandbox_single"] = run_wrk(server.url, singles[n], args, f"single-{n}")
             if batches:
@@ -217,7 +219,7 @@ def main():
                     args.batch_duration,
                 )
                 offset = (offset + run["infobip_batch_100"]["requests"]) % len(batches)
-            result["rounds"].append(summarise_round(run))
+            result["rounds"].append({**summarise_round(run), "load1_at_start": load})
         result["ingest_rows"] = stored_summary()
         if args.apply == "deferred":
             result["applier_drain"] = drain_applier(env, args.appliers)
@@ -328,6 +330,7 @@ def print_summary(result, path):
                   f"non-2xx {run['non_2xx']}  errors {run['socket_errors']}  "
                   f"latency {run['latency_avg']}")  # fmt: skip
         print(f"round {n} ratios: single/bare {rnd['ratio_single_to_bare']}  "
+              f"(load average {rnd['load1_at_start']:.1f} at start)  "
               f"batch reports/single {rnd.get('ratio_batch_reports_to_single')}")  # fmt: skip
     print(f"median single/bare: {result['ratio_single_to_bare_median']}")
     if "ratio_batch_reports_to_single_median" in result:
