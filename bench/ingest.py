@@ -159,7 +159,7 @@ def main():
     parser.add_argument("--worker-threads", type=int, default=1, help="threads per gthread worker")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
-    parser.add_argument("--messages", type=int, default=30000, help="sandbox messages")
+    parser.add_argument("--messages", type=int, default=42000, help="sandbox messages")
     parser.add_argument("--infobip-messages", type=int, default=200000)
     parser.add_argument("--apply", choices=["deferred", "inline"], default="deferred")
     parser.add_argument("--appliers", type=int, default=2, help="run_applier processes")
