@@ -3,12 +3,9 @@
 under MAX_BODY_CHARS, an enabled provider, send_at not in the past, and the opt-out list."""
 
 from django import forms
-from django.conf import settings
-from django.utils import timezone
 
-from messaging import providers
+from messaging import providers, validation
 from messaging.api.serializers import SENDER_MAX
-from messaging.phone import InvalidNumber, to_e164
 from messaging.services.messages import is_opted_out
 
 
@@ -17,13 +14,6 @@ def provider_choices(blank_label=None):
     if blank_label is not None:
         choices.insert(0, ("", blank_label))
     return choices
-
-
-def clean_provider(value: str) -> str:
-    if value and not providers.is_enabled(value):
-        enabled = ", ".join(providers.enabled_names())
-        raise forms.ValidationError(f"Unknown provider '{value}'. Enabled: {enabled}.")
-    return value
 
 
 class SendSmsForm(forms.Form):
@@ -58,10 +48,7 @@ class SendSmsForm(forms.Form):
         self.fields["provider"].initial = providers.default_name()
 
     def clean_to(self):
-        try:
-            number = to_e164(self.cleaned_data["to"])
-        except InvalidNumber as exc:
-            raise forms.ValidationError(str(exc)) from None
+        number = validation.clean_number(self.cleaned_data["to"])
         if is_opted_out(number):
             raise forms.ValidationError(
                 f"{number} has opted out of messages (they sent STOP). It cannot be sent to "
@@ -71,24 +58,13 @@ class SendSmsForm(forms.Form):
         return number
 
     def clean_body(self):
-        body = self.cleaned_data["body"]
-        if not body.strip():
-            raise forms.ValidationError("The message body must not be empty.")
-        if len(body) > settings.MAX_BODY_CHARS:
-            raise forms.ValidationError(
-                f"The message body is {len(body)} characters; the limit is "
-                f"{settings.MAX_BODY_CHARS}."
-            )
-        return body
+        return validation.clean_body(self.cleaned_data["body"])
 
     def clean_provider(self):
-        return clean_provider(self.cleaned_data.get("provider") or "")
+        return validation.clean_provider(self.cleaned_data.get("provider") or "")
 
     def clean_send_at(self):
-        value = self.cleaned_data.get("send_at")
-        if value and value < timezone.now():
-            raise forms.ValidationError("send_at must not be in the past.")
-        return value
+        return validation.clean_send_at(self.cleaned_data.get("send_at"))
 
 
 class ResendForm(forms.Form):
@@ -109,7 +85,7 @@ class ResendForm(forms.Form):
         self.fields["provider"].choices = provider_choices("Same provider as the original")
 
     def clean_provider(self):
-        return clean_provider(self.cleaned_data.get("provider") or "")
+        return validation.clean_provider(self.cleaned_data.get("provider") or "")
 
     def clean_reason(self):
         reason = self.cleaned_data["reason"].strip()

@@ -1,10 +1,7 @@
-from django.conf import settings
-from django.utils import timezone
 from rest_framework import serializers
 
-from messaging import providers
+from messaging import validation
 from messaging.models import Message, StatusEvent
-from messaging.phone import InvalidNumber, to_e164
 
 SENDER_MAX = 32
 
@@ -33,31 +30,16 @@ class MessageCreateSerializer(serializers.Serializer):
         return fields
 
     def validate_to(self, value):
-        try:
-            return to_e164(value)
-        except InvalidNumber as exc:
-            raise serializers.ValidationError(str(exc)) from None
+        return validation.clean_number(value)
 
     def validate_body(self, value):
-        if not value.strip():
-            raise serializers.ValidationError("The message body must not be empty.")
-        if len(value) > settings.MAX_BODY_CHARS:
-            raise serializers.ValidationError(
-                f"The message body is {len(value)} characters; the limit is "
-                f"{settings.MAX_BODY_CHARS}."
-            )
-        return value
+        return validation.clean_body(value)
 
     def validate_provider(self, value):
-        if not providers.is_enabled(value):
-            enabled = ", ".join(providers.enabled_names())
-            raise serializers.ValidationError(f"Unknown provider '{value}'. Enabled: {enabled}.")
-        return value
+        return validation.clean_provider(value)
 
     def validate_send_at(self, value):
-        if value < timezone.now():
-            raise serializers.ValidationError("send_at must not be in the past.")
-        return value
+        return validation.clean_send_at(value)
 
     def validate_metadata(self, value):
         if not isinstance(value, dict):
