@@ -66,7 +66,7 @@ class Drained:
 def inline_enabled() -> bool:
     """Whether the webhook view applies what it stored before answering (WEBHOOK_APPLY_INLINE).
     Off, the view only stores and an applier (run_applier, or the sender's tick) applies."""
-    return bool(getattr(settings, "WEBHOOK_APPLY_INLINE", True))
+    return settings.WEBHOOK_APPLY_INLINE
 
 
 def pending():
