@@ -3,6 +3,13 @@
 Each tick: recover expired leases, claim a batch of due messages, send them on a bounded thread
 pool (one requests.Session per thread and provider), honour per-provider rate limits, post
 any due sandbox receipts, and apply stored webhook requests (messaging.applier).
+
+The send threads only make the requests (and record the rare refusals and errors themselves).
+What the providers accepted is recorded by the loop's own thread, every send finished since the
+last look in one transaction (services.sending.record_accepted): a thread is free for its next
+request as soon as its response is in, and nine queries per message become a few per batch
+(bench/RESULTS-send.md). A send that could not be recorded is kept and tried again on the next
+pass; if the process dies first, its lease runs out and it becomes `unknown`, never resent.
 """
 
 import contextlib
@@ -22,7 +29,13 @@ from django.db import close_old_connections, connection
 from messaging import applier
 from messaging.providers.sandbox import deliver_due_receipts
 from messaging.services.pacing import wait_for_slot
-from messaging.services.sending import claim_due, recover_expired_leases, send_one
+from messaging.services.sending import (
+    Accepted,
+    attempt,
+    claim_due,
+    record_accepted,
+    recover_expired_leases,
+)
 
 log = logging.getLogger("herald.sender")
 
@@ -69,7 +82,8 @@ class Sender:
         self._local = threading.local()
         self.pool = _Pool(self.concurrency, thread_name_prefix="sender")
         self.stopping = False
-        self._inflight = set()  # futures of claimed messages not yet finished
+        self._inflight = set()  # futures of claimed messages not yet recorded
+        self._unrecorded = []  # accepted sends whose recording failed, to try again
 
     def session(self, provider: str) -> requests.Session:
         sessions = getattr(self._local, "sessions", None)
@@ -83,16 +97,13 @@ class Sender:
         close_old_connections()  # a broken or aged (CONN_MAX_AGE) connection is replaced
         try:
             self.limiter.wait(message.provider)
-            status = send_one(message, self.session(message.provider), self.owner)
-            log.info(
-                "send",
-                extra={"message_id": str(message.pk), "provider": message.provider,
-                       "attempt": message.attempts, "status": str(status)},
-            )  # fmt: skip
-            return status
+            outcome = attempt(message, self.session(message.provider), self.owner)
         except Exception:
             log.exception("send failed unexpectedly", extra={"message_id": str(message.pk)})
             return None
+        if not isinstance(outcome, Accepted):
+            _log_send(message, outcome)
+        return outcome
 
     def tick(self, wait=True) -> int:
         """One pass. Returns how many messages were claimed. With wait=False the batch is left
@@ -106,17 +117,42 @@ class Sender:
         applier.drain(max_batches=5)  # stored receipts (store-then-apply), bounded per tick
         if wait:
             futures_wait(futures)
-            self._inflight.difference_update(futures)
+            self._record_finished()
         return len(batch)
 
+    def _record_finished(self):
+        """Record, in one transaction, the accepted sends among the finished futures (and any
+        that an earlier pass failed to record)."""
+        done = {f for f in self._inflight if f.done()}
+        self._inflight -= done
+        self._unrecorded += [f.result() for f in done if isinstance(f.result(), Accepted)]
+        if not self._unrecorded:
+            return
+        batch, self._unrecorded = self._unrecorded, []
+        close_old_connections()
+        try:
+            statuses = record_accepted(batch)
+        except Exception:
+            log.exception("recording sends failed; trying again", extra={"sends": len(batch)})
+            self._unrecorded = batch
+            return
+        for accepted in batch:
+            _log_send(accepted.message, statuses[accepted.message.pk])
+
     def _wait_for_free_slots(self):
-        """Block until no claimed message waits for a thread: every slot busy at most. The next
-        claim then lands while the last sends of the previous batch are still in flight, so no
-        slot idles through a batch's tail (bench/RESULTS-send.md)."""
+        """Record what has finished, and block until no claimed message waits for a thread:
+        every slot busy at most. The next claim then lands while the last sends of the previous
+        batch are still in flight, so no slot idles through a batch's tail."""
+        self._record_finished()
         while len(self._inflight) > self.concurrency:
             futures_wait(self._inflight, return_when=FIRST_COMPLETED)
-            self._inflight = {f for f in self._inflight if not f.done()}
-        self._inflight = {f for f in self._inflight if not f.done()}
+            self._record_finished()
+
+    def _finish_inflight(self, timeout=None):
+        """Wait up to `timeout` (None: until all are done) for the sends in flight; record them."""
+        if self._inflight:
+            futures_wait(self._inflight, timeout=timeout)
+        self._record_finished()
 
     def run(self, once=False, max_seconds=None):
         started = time.monotonic()
@@ -127,13 +163,26 @@ class Sender:
             self._wait_for_free_slots()
             if once and claimed == 0:
                 if self._inflight:  # what they requeue for now (failover) is still due
-                    futures_wait(self._inflight)
-                    self._inflight.clear()
+                    self._finish_inflight()
                     continue
                 break
             if max_seconds and time.monotonic() - started > max_seconds:
                 break
-            if claimed < self.batch_size:
-                time.sleep(settings.SENDER_POLL_INTERVAL)
-        self.pool.shutdown(wait=True)  # what is claimed is finished before exiting
+            if claimed < self.batch_size:  # idle: record the last sends while polling
+                if self._inflight:
+                    self._finish_inflight(timeout=settings.SENDER_POLL_INTERVAL)
+                else:
+                    time.sleep(settings.SENDER_POLL_INTERVAL)
+        self._finish_inflight()  # what is claimed is sent and recorded before exiting
+        self.pool.shutdown(wait=True)
+        if self._unrecorded:  # the database is gone: their leases expire and they become unknown
+            log.error("exiting with unrecorded sends", extra={"sends": len(self._unrecorded)})
         return total
+
+
+def _log_send(message, status):
+    log.info(
+        "send",
+        extra={"message_id": str(message.pk), "provider": message.provider,
+               "attempt": message.attempts, "status": str(status)},
+    )  # fmt: skip

@@ -4,6 +4,7 @@ when the message (or its provider id) appears."""
 
 import logging
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
@@ -172,12 +173,25 @@ def apply_reports(provider: str, reports, *, webhook_request=None, source=Source
 
 def match_unmatched(message: Message) -> int:
     """Apply kept reports that this message (now with its provider ids) answers."""
-    part_ids = list(message.parts.values_list("provider_message_id", flat=True))
-    if message.provider_message_id:
-        part_ids.append(message.provider_message_id)
-    query = Q(client_reference=str(message.pk))
-    if part_ids:
-        query |= Q(provider=message.provider, provider_message_id__in=part_ids)
+    return match_unmatched_many([message])
+
+
+def match_unmatched_many(messages: list) -> int:
+    """Apply kept reports that any of these messages (now with their provider ids) answers:
+    one query for the whole batch the send recorder just wrote, however many messages."""
+    if not messages:
+        return 0
+    provider_ids = defaultdict(set)  # provider -> its ids of these messages and their parts
+    for m in messages:
+        if m.provider_message_id:
+            provider_ids[m.provider].add(m.provider_message_id)
+    for provider, pid in MessagePart.objects.filter(
+        message_id__in=[m.pk for m in messages]
+    ).values_list("provider", "provider_message_id"):
+        provider_ids[provider].add(pid)
+    query = Q(client_reference__in=[str(m.pk) for m in messages])
+    for provider, pids in provider_ids.items():
+        query |= Q(provider=provider, provider_message_id__in=sorted(pids))
     applied = 0
     for kept in UnmatchedReport.objects.filter(query, matched_at__isnull=True).order_by("id"):
         report = DeliveryReport.from_json(kept.report)
