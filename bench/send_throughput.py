@@ -10,9 +10,10 @@ provider_emulator` (a separate process) with --latency-ms (default 50). Receipts
 
 throughput: messages/s over the steady window (first to last `sent_at`, so process start-up is
   not counted) and the ratio to the ideal, processes * concurrency / latency.
-ratelimit: SINCH_RATE_LIMIT=R for every sender (paced together through the database), the
-  emulator answering 429 above R/s (--rate-limit sinch=R): achieved accepted sends/s against
-  R, and the share of requests answered 429.
+ratelimit: SINCH_RATE_LIMIT=R for every sender (paced together through the database,
+  SENDER_RATE_HEADROOM=--headroom under R), the emulator answering 429 above R/s
+  (--rate-limit sinch=R): achieved accepted sends/s against R, and the share of requests
+  answered 429.
 Each run is bounded (--max-seconds, default 90). Results go to bench/out/send-<mode>.json.
 """
 
@@ -150,6 +151,7 @@ def run(args) -> dict:
     }
     if args.mode == "ratelimit":
         sender_env["SINCH_RATE_LIMIT"] = str(args.rate)
+        sender_env["SENDER_RATE_HEADROOM"] = str(args.headroom)
     count = args.messages or (int(args.rate * args.seconds) if args.mode == "ratelimit" else 2000)
 
     common.reset_tables()
@@ -246,6 +248,7 @@ def run(args) -> dict:
         result["ratio_to_ideal"] = round(rate / ideal, 3)
     else:
         result["rate_limit"] = args.rate
+        result["headroom"] = args.headroom
         result["achieved_vs_limit"] = round(rate / args.rate, 3)
     return result
 
@@ -263,6 +266,9 @@ def main():
     parser.add_argument("--messages", type=int, default=0, help="default 2000 / rate*seconds")
     parser.add_argument("--rate", type=float, default=50.0, help="ratelimit: requests/s")
     parser.add_argument("--seconds", type=float, default=30.0, help="ratelimit: run length")
+    parser.add_argument(
+        "--headroom", type=float, default=0.05, help="ratelimit: SENDER_RATE_HEADROOM"
+    )
     parser.add_argument("--max-seconds", type=float, default=90.0)
     parser.add_argument("--tag", default="", help="suffix for the output file")
     args = parser.parse_args()

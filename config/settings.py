@@ -173,6 +173,8 @@ SENDER_BACKOFF_BASE = env.float("SENDER_BACKOFF_BASE", default=2.0)
 SENDER_BACKOFF_CAP = env.float("SENDER_BACKOFF_CAP", default=600.0)
 SENDER_POLL_INTERVAL = env.float("SENDER_POLL_INTERVAL", default=0.5)
 SENDER_HTTP_TIMEOUT = env.float("SENDER_HTTP_TIMEOUT", default=10.0)
+# Pace this share under each provider's RATE_LIMIT, for scheduling jitter (bench/RESULTS-send.md).
+SENDER_RATE_HEADROOM = env.float("SENDER_RATE_HEADROOM", default=0.05)
 SMS_FALLBACK_PROVIDERS = env.list("SMS_FALLBACK_PROVIDERS", default=[])
 # Messages with no final receipt after this many hours become `unknown` (see `reconcile`).
 RECEIPT_TIMEOUT_HOURS = env.int("RECEIPT_TIMEOUT_HOURS", default=72)

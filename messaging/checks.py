@@ -47,6 +47,16 @@ def providers_configured(app_configs, **kwargs):
                     id="herald.E004",
                 )  # fmt: skip
             )
+    headroom = settings.SENDER_RATE_HEADROOM
+    if not 0 <= headroom < 0.5:
+        errors.append(
+            Error(
+                f"SENDER_RATE_HEADROOM is {headroom}: it is the share under each provider's "
+                "RATE_LIMIT the senders pace at, from 0 (none) to below 0.5.",
+                hint="The default, 0.05, paces a provider limited to 100/s at 95/s.",
+                id="herald.E009",
+            )
+        )
     return errors
 
 

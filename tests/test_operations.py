@@ -101,6 +101,13 @@ def test_unknown_provider_name_fails_check(settings):
         call_command("check")
 
 
+@pytest.mark.parametrize("headroom", [-0.1, 0.5, 1.0])
+def test_rate_headroom_out_of_range_fails_check(settings, headroom):
+    settings.SENDER_RATE_HEADROOM = headroom
+    with pytest.raises(SystemCheckError, match="SENDER_RATE_HEADROOM"):
+        call_command("check")
+
+
 def test_redaction_of_credentials():
     assert "hunter2" not in redact("api_secret=hunter2&to=1")
     assert "abcdefgh12345" not in redact("Authorization: Bearer abcdefgh12345")

@@ -1,10 +1,12 @@
-"""Shared send pacing: slots 1/rate apart whoever asks, no burst after idle."""
+"""Shared send pacing: slots 1/rate apart whoever asks, no burst after idle, and the sender's
+limiter a set headroom under each provider's limit."""
 
 import threading
 
 import pytest
 from django.db import connection
 
+from messaging import sender
 from messaging.services.pacing import reserve_slot
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,3 +43,17 @@ def test_concurrent_reservations_are_exactly_one_interval_apart():
     assert len(slots) == 100
     gaps = [b - a for a, b in zip(slots, slots[1:], strict=False)]
     assert min(gaps) == pytest.approx(0.02) and max(gaps) == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize(("headroom", "paced"), [(0.05, 95.0), (0.0, 100.0)])
+def test_the_limiter_paces_the_headroom_under_the_providers_limit(
+    settings, monkeypatch, headroom, paced
+):
+    settings.SENDER_RATE_HEADROOM = headroom
+    settings.SMS_PROVIDERS = {**settings.SMS_PROVIDERS, "limited": {"RATE_LIMIT": 100}}
+    asked = []
+    monkeypatch.setattr(sender, "wait_for_slot", lambda provider, rate: asked.append(rate))
+    limiter = sender.RateLimiter()
+    limiter.wait("limited")
+    limiter.wait("sandbox")  # no RATE_LIMIT: not paced at all
+    assert asked == [pytest.approx(paced)]

@@ -357,10 +357,14 @@ class Emulator:
 
     def _fault(self, provider):
         faults = self.faults
+        # The limit admits a request when it arrives, as a provider's front door does; the
+        # latency is the work behind it. (Taking the token after the sleep measured this
+        # thread's wake-up delay too, which on a busy machine made on-time requests look early.)
+        limit = faults.rate_limit.get(provider.name)
+        throttled = bool(limit) and not self._take_token(provider.name, limit)
         if faults.latency_ms:
             time.sleep(faults.latency_ms / 1000)
-        limit = faults.rate_limit.get(provider.name)
-        if limit and not self._take_token(provider.name, limit):
+        if throttled:
             return 429
         roll = self.random.random()
         if roll < faults.rate_429:
