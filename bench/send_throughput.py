@@ -60,16 +60,12 @@ def machine_busy() -> tuple:
 
 
 def start_emulator(env, port, args) -> subprocess.Popen:
-    """`manage.py provider_emulator`, or with --nodelay the same emulator with TCP_NODELAY on
-    its sockets (see serve_emulator)."""
+    """`manage.py provider_emulator` as its own process, receipts held back."""
     options = ["--port", str(port), "--latency-ms", str(args.latency_ms),
                "--receipt-delay", "3600"]  # fmt: skip
     if args.mode == "ratelimit":
         options += ["--rate-limit", f"sinch={args.rate}"]
-    if getattr(args, "nodelay", False):
-        cmd = [str(common.PYTHON), "bench/send_throughput.py", "emulator", *options]
-    else:
-        cmd = [str(common.PYTHON), "manage.py", "provider_emulator", *options]
+    cmd = [str(common.PYTHON), "manage.py", "provider_emulator", *options]
     log = open(common.OUT / "send-emulator.log", "w")  # noqa: SIM115 (lives with the process)
     proc = subprocess.Popen(cmd, cwd=common.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
@@ -81,26 +77,6 @@ def start_emulator(env, port, args) -> subprocess.Popen:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("the emulator did not start") from None
             time.sleep(0.2)
-
-
-def serve_emulator(argv):
-    """The provider emulator with Nagle's algorithm off on its sockets.
-
-    Its handler writes the status line and headers, then the body, in two send() calls. With
-    Nagle on, the body waits for the client's ACK of the headers, which Linux delays by about
-    40 ms: every keep-alive request then took ~44 ms more than the configured latency (measured:
-    96 ms at --latency-ms 50), an artifact of the emulator, not of any provider. The fix for
-    messaging/emulator/base.py is one line, `disable_nagle_algorithm = True` on _Handler; until
-    it lands, this applies it at run time (a no-op once it has)."""
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    from messaging.emulator import base
-
-    base._Handler.disable_nagle_algorithm = True
-    call_command("provider_emulator", *argv)
 
 
 def seed(count: int):
@@ -229,7 +205,6 @@ def run(args) -> dict:
         "concurrency": args.concurrency,
         "batch_size": args.batch_size,
         "latency_ms": args.latency_ms,
-        "emulator_nodelay": args.nodelay,
         "statuses": statuses,
         "unfinished": left,
         "wall_seconds": round(elapsed, 2),
@@ -255,10 +230,7 @@ def run(args) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    if sys.argv[1:2] == ["emulator"]:  # internal: see serve_emulator
-        return serve_emulator(sys.argv[2:])
     parser.add_argument("mode", choices=["throughput", "ratelimit"])
-    parser.add_argument("--nodelay", action="store_true", help="emulator without Nagle stalls")
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=50)

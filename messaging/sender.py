@@ -28,7 +28,7 @@ from django.db import close_old_connections, connection
 
 from messaging import applier
 from messaging.providers.sandbox import deliver_due_receipts
-from messaging.services.pacing import wait_for_slot
+from messaging.services.pacing import provider_rate, wait_for_slot
 from messaging.services.sending import (
     Accepted,
     attempt,
@@ -47,8 +47,7 @@ class RateLimiter:
     (a busy host) would otherwise land next to an on-time one, closer than the provider allows."""
 
     def wait(self, provider: str):
-        config = settings.SMS_PROVIDERS.get(provider, {})
-        rate = float(config.get("RATE_LIMIT") or 0) * (1 - settings.SENDER_RATE_HEADROOM)
+        rate = provider_rate(provider)
         if rate > 0:
             wait_for_slot(provider, rate)
 

@@ -1,13 +1,18 @@
 """Shared send pacing: slots 1/rate apart whoever asks, no burst after idle, and the sender's
-limiter a set headroom under each provider's limit."""
+limiter a set headroom under each provider's limit; a throttled send leaves a gap."""
 
 import threading
+import time
 
 import pytest
 from django.db import connection
 
 from messaging import sender
+from messaging.providers.base import RetryableSendError
+from messaging.providers.sandbox import SandboxProvider
+from messaging.services import messages
 from messaging.services.pacing import reserve_slot
+from messaging.services.sending import claim_due, send_one
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -57,3 +62,25 @@ def test_the_limiter_paces_the_headroom_under_the_providers_limit(
     limiter.wait("limited")
     limiter.wait("sandbox")  # no RATE_LIMIT: not paced at all
     assert asked == [pytest.approx(paced)]
+
+
+@pytest.mark.parametrize(("throttled", "gap"), [(True, 1), (False, 0)])
+def test_a_throttled_send_leaves_one_slot_unused_for_every_sender(
+    settings, monkeypatch, throttled, gap
+):
+    settings.SENDER_RATE_HEADROOM = 0
+    sandbox = settings.SMS_PROVIDERS["sandbox"]
+    settings.SMS_PROVIDERS = {**settings.SMS_PROVIDERS, "sandbox": {**sandbox, "RATE_LIMIT": 1}}
+
+    def too_fast(self, sms, session):
+        raise RetryableSendError("HTTP 429", code="429", throttled=throttled)
+
+    monkeypatch.setattr(SandboxProvider, "send", too_fast)
+    messages.create_outbound(to="+447911123457", body="hello", source="api")
+    [claimed] = claim_due(1, "test")
+    start = time.time()
+    # (absolute tolerances: relative to a unix time, pytest.approx would allow half an hour)
+    assert reserve_slot("sandbox", rate=1, now=start) == pytest.approx(start, abs=1e-3)
+    assert send_one(claimed, session=None, owner="test") == "queued"  # retried later
+    # the next sender's slot: one second on, or two when the throttled send left a gap
+    assert reserve_slot("sandbox", rate=1, now=start) == pytest.approx(start + 1 + gap, abs=1e-3)

@@ -255,12 +255,16 @@ class SendError(Exception):
     retryable = False
     ambiguous = False
 
-    def __init__(self, message, *, code="", retry_after=None, raw=None, opted_out=False):
+    def __init__(
+        self, message, *, code="", retry_after=None, raw=None, opted_out=False, throttled=False
+    ):
         super().__init__(message)
         self.code = str(code)
         self.retry_after = retry_after
         self.raw = raw
         self.opted_out = opted_out  # the provider says the recipient opted out (e.g. Twilio 21610)
+        # the provider says we send too fast (HTTP 429, or a throttle code in a 200 answer)
+        self.throttled = throttled
 
 
 class RetryableSendError(SendError):
@@ -379,7 +383,11 @@ class Provider:
             raise AmbiguousSendError(f"connection lost: {exc}", code="connection") from exc
         except requests.RequestException as exc:  # read timeout and the like: it may have arrived
             raise AmbiguousSendError(f"no response: {exc}", code="timeout") from exc
-        return self.parse_send_response(response)
+        try:
+            return self.parse_send_response(response)
+        except SendError as exc:
+            exc.throttled = exc.throttled or response.status_code == 429
+            raise
 
     def build_send_request(self, sms: OutboundSms) -> SendRequest:
         raise NotImplementedError

@@ -262,7 +262,9 @@ class VonageSmsProvider(Provider):
             return PermanentSendError(message, code=code, raw=data)
         wait = THROTTLE_WAIT.search(str(part.get("error-text", "")))
         retry_after = max(int(wait.group(1)) / 1000, 1) if wait else None
-        return RetryableSendError(message, code=code, retry_after=retry_after, raw=data)
+        return RetryableSendError(
+            message, code=code, retry_after=retry_after, raw=data, throttled=code == "1"
+        )
 
     # --- webhooks -----------------------------------------------------------------------------
 

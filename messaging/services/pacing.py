@@ -5,13 +5,21 @@ ProviderPacing row: the row lock orders concurrent senders, so slots are exactly
 across every process and host, with no burst after an idle spell (the next slot is never
 earlier than now). A sender then sleeps until its slot. Clocks of different hosts are assumed
 to agree to within a fraction of the interval (NTP).
+
+The rate is the provider's RATE_LIMIT less SENDER_RATE_HEADROOM, and a send the provider
+throttles anyway skips one slot for everyone (leave_gap): on a busy host a send that left late
+lands next to an on-time one, and without a gap that lateness carries on to the sends after it.
 """
 
+import logging
 import time
 
-from django.db import connection, transaction
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
 
 from messaging.models import ProviderPacing
+
+log = logging.getLogger("herald.sender")
 
 _RESERVE = """
     UPDATE messaging_providerpacing
@@ -41,6 +49,27 @@ def reserve_slot(provider: str, rate: float, now: float | None = None) -> float:
                 cursor.execute(_RESERVE, [now, now, interval, provider])
                 row = cursor.fetchone()
     return row[0] - interval
+
+
+def provider_rate(provider: str) -> float:
+    """Sends per second the senders pace `provider` at together (0: not paced)."""
+    config = settings.SMS_PROVIDERS.get(provider, {})
+    return float(config.get("RATE_LIMIT") or 0) * (1 - settings.SENDER_RATE_HEADROOM)
+
+
+def leave_gap(provider: str) -> bool:
+    """The provider throttled a send: take one slot that nobody uses. Returns whether it did.
+    Best effort: a gap not left costs at most another 429, while an error here would leave the
+    throttled message (certainly not sent) without its retry."""
+    rate = provider_rate(provider)
+    if rate <= 0:
+        return False
+    try:
+        reserve_slot(provider, rate)
+    except DatabaseError:
+        log.warning("could not leave a gap after a throttled send", extra={"provider": provider})
+        return False
+    return True
 
 
 def wait_for_slot(provider: str, rate: float) -> float:

@@ -20,7 +20,7 @@ from messaging import providers
 from messaging.bulk import bulk_set
 from messaging.models import Message, MessagePart, OptOut, Source, StatusEvent
 from messaging.providers.base import OutboundSms, SendError, SendResult
-from messaging.services import optouts
+from messaging.services import optouts, pacing
 from messaging.services.receipts import match_unmatched, match_unmatched_many
 from messaging.status import Status, decide, roll_up, sender_may
 
@@ -305,6 +305,8 @@ def backoff_seconds(attempt: int, retry_after=None) -> float:
 
 def _record_error(message: Message, owner: str, exc: SendError) -> str:
     text = str(exc)[:2000]
+    if exc.throttled:
+        pacing.leave_gap(message.provider)
     if exc.ambiguous:
         return _finish_locked(message, owner, Status.UNKNOWN, code=exc.code, text=text)
     if not exc.retryable:
