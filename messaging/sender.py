@@ -25,6 +25,7 @@ from concurrent.futures import wait as futures_wait
 import requests
 from django.conf import settings
 from django.db import close_old_connections, connection
+from django.utils import timezone
 
 from messaging import applier
 from messaging.providers.sandbox import deliver_due_receipts
@@ -134,11 +135,26 @@ class Sender:
         try:
             statuses = record_accepted(batch)
         except Exception:
-            log.exception("recording sends failed; trying again", extra={"sends": len(batch)})
-            self._unrecorded = batch
-            return
+            log.exception("recording sends failed; one at a time", extra={"sends": len(batch)})
+            statuses = self._record_one_by_one(batch)
         for accepted in batch:
-            _log_send(accepted.message, statuses[accepted.message.pk])
+            if accepted.message.pk in statuses:
+                _log_send(accepted.message, statuses[accepted.message.pk])
+
+    def _record_one_by_one(self, batch) -> dict:
+        """After a failed batch: one that cannot be written must not hold back the others.
+        What still fails is kept for the next pass until its lease runs out; from then on
+        lease recovery makes it `unknown` (and a late record would still make it `sent`)."""
+        statuses, now = {}, timezone.now()
+        for accepted in batch:
+            try:
+                statuses.update(record_accepted([accepted]))
+            except Exception:
+                message_id = str(accepted.message.pk)
+                log.exception("recording a send failed", extra={"message_id": message_id})
+                if accepted.message.lease_until and accepted.message.lease_until > now:
+                    self._unrecorded.append(accepted)
+        return statuses
 
     def _wait_for_free_slots(self):
         """Record what has finished, and block until no claimed message waits for a thread:

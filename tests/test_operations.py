@@ -101,6 +101,7 @@ def test_unknown_provider_name_fails_check(settings):
         call_command("check")
 
 
+@pytest.mark.django_db
 @pytest.mark.parametrize("headroom", [-0.1, 0.5, 1.0])
 def test_rate_headroom_out_of_range_fails_check(settings, headroom):
     settings.SENDER_RATE_HEADROOM = headroom

@@ -4,11 +4,12 @@ whatever its size, and a recording that fails is tried again, never resent."""
 
 import random
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import OperationalError, connection
+from django.db import IntegrityError, OperationalError, connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from messaging import sender as sender_module
 from messaging.models import Message, StatusEvent, UnmatchedReport
@@ -131,11 +132,11 @@ def test_sends_the_recorder_could_not_write_are_written_on_the_next_pass(monkeyp
     monkeypatch.setattr(
         SandboxProvider, "send", lambda self, sms, s: calls.append(sms) or SendResult([sms.to])
     )
-    real, failures = sender_module.record_accepted, [OperationalError("database went away")]
+    real, database = sender_module.record_accepted, {"up": False}
 
     def flaky(batch):
-        if failures:
-            raise failures.pop()
+        if not database["up"]:
+            raise OperationalError("database went away")
         return real(batch)
 
     monkeypatch.setattr(sender_module, "record_accepted", flaky)
@@ -143,13 +144,51 @@ def test_sends_the_recorder_could_not_write_are_written_on_the_next_pass(monkeyp
         messages.create_outbound(to=f"+4479111{n:05d}", body="hello", source="api")
     sender = Sender(concurrency=2)
     try:
-        assert sender.tick() == 3
+        assert sender.tick() == 3  # sent while the database is down for the recording
         assert set(Message.objects.values_list("status", flat=True)) == {"sending"}
+        database["up"] = True
         assert sender.tick() == 0  # nothing new to claim; the kept sends are recorded
         assert set(Message.objects.values_list("status", flat=True)) == {"sent"}
     finally:
         sender.pool.shutdown(wait=True)
     assert len(calls) == 3  # each sent once: the recording was retried, not the request
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_send_that_cannot_be_recorded_does_not_hold_back_the_others(monkeypatch):
+    calls = []
+    monkeypatch.setattr(
+        SandboxProvider, "send", lambda self, sms, s: calls.append(sms) or SendResult([sms.to])
+    )
+    poison = messages.create_outbound(to="+447911100000", body="hello", source="api")
+    others = [
+        messages.create_outbound(to=f"+4479111{n:05d}", body="hello", source="api")
+        for n in range(1, 3)
+    ]
+    real = sender_module.record_accepted
+
+    def refuse_poison(batch):
+        if any(a.message.pk == poison.pk for a in batch):
+            raise IntegrityError("this row cannot be written")
+        return real(batch)
+
+    monkeypatch.setattr(sender_module, "record_accepted", refuse_poison)
+    sender = Sender(concurrency=2)
+    try:
+        assert sender.tick() == 3
+        assert {Message.objects.get(pk=m.pk).status for m in others} == {"sent"}
+        assert Message.objects.get(pk=poison.pk).status == "sending"
+        assert [a.message.pk for a in sender._unrecorded] == [poison.pk]  # kept, lease valid
+        # its lease runs out: lease recovery makes it unknown, and it is no longer retried
+        expired = timezone.now() - timedelta(seconds=1)
+        Message.objects.filter(pk=poison.pk).update(lease_until=expired)
+        sender._unrecorded[0].message.lease_until = expired
+        sender.tick()
+        assert sender._unrecorded == []
+        assert Message.objects.get(pk=poison.pk).status == "unknown"
+    finally:
+        sender.pool.shutdown(wait=True)
+    assert len(calls) == 3  # nothing was sent again
 
 
 @pytest.mark.django_db(transaction=True)
