@@ -3,7 +3,6 @@ that calls it): each send is decided as it would be on its own, a batch costs th
 whatever its size, and a recording that fails is tried again, never resent."""
 
 import random
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,6 +19,7 @@ from messaging.services import messages
 from messaging.services.receipts import apply_report
 from messaging.services.sending import Accepted, claim_due, record_accepted
 from messaging.status import Status
+from tests.test_concurrency_postgres import run_threads
 
 
 def claimed(count: int) -> list:
@@ -206,16 +206,6 @@ def test_batches_recorded_while_their_receipts_arrive_lose_no_receipt(on_postgre
         for n, m in enumerate(batch)
     ]  # fmt: skip
     random.Random(5).shuffle(receipts)
-    errors, barrier = [], threading.Barrier(4)
-
-    def work(job):
-        try:
-            barrier.wait()
-            job()
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-        finally:
-            connection.close()
 
     def record():
         for start in range(0, len(accepted), 10):
@@ -225,12 +215,7 @@ def test_batches_recorded_while_their_receipts_arrive_lose_no_receipt(on_postgre
         return lambda: [apply_report("sandbox", r) for r in chunk]
 
     jobs = [record] + [receive(receipts[i::3]) for i in range(3)]
-    threads = [threading.Thread(target=work, args=(job,)) for job in jobs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    run_threads(lambda job: job(), jobs, threads=len(jobs))  # one job a thread, all at once
     assert set(Message.objects.values_list("status", flat=True)) == {"delivered"}
     delivered = StatusEvent.objects.filter(status="delivered", source="webhook")
     assert delivered.count() == 60

@@ -7,9 +7,10 @@ import pytest
 import requests
 
 from messaging.emulator.base import Emulator
-from messaging.providers.base import OutboundSms, RetryableSendError
+from messaging.providers.base import RetryableSendError
 
 from . import test_infobip, test_sinch, test_twilio, test_vonage_messages, test_vonage_sms
+from .test_twilio import sms  # an E.164 sender and recipient every provider accepts
 
 CONFIGURE = {
     "vonage-sms": test_vonage_sms.configure,
@@ -24,18 +25,6 @@ CONFIGURE = {
 def emulator():
     with Emulator(receipt_delay=60, webhook_base="http://127.0.0.1:9") as emu:
         yield emu
-
-
-def sms() -> OutboundSms:
-    return OutboundSms(
-        message_id="5b0f6a55-3c55-4b8e-9a55-1d2a3b4c5d6e",
-        to="+14155550100",
-        sender="+14155550199",
-        body="Hello from Herald",
-        encoding="GSM-7",
-        segments=1,
-        callback_url="https://herald.example/webhooks/x/status/",
-    )
 
 
 @pytest.mark.parametrize("name", CONFIGURE)
