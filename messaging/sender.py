@@ -9,7 +9,8 @@ What the providers accepted is recorded by the loop's own thread, every send fin
 last look in one transaction (services.sending.record_accepted): a thread is free for its next
 request as soon as its response is in, and nine queries per message become a few per batch
 (bench/RESULTS-send.md). A send that could not be recorded is kept and tried again on the next
-pass; if the process dies first, its lease runs out and it becomes `unknown`, never resent.
+pass, and the loop waits out a database outage rather than exit; if the process dies first, the
+lease runs out and the message becomes `unknown`, never resent.
 """
 
 import contextlib
@@ -24,7 +25,7 @@ from concurrent.futures import wait as futures_wait
 
 import requests
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
 from messaging import applier
@@ -175,9 +176,19 @@ class Sender:
         started = time.monotonic()
         total = 0
         while not self.stopping:
-            claimed = self.tick(wait=False)
-            total += claimed
-            self._wait_for_free_slots()
+            try:
+                claimed = self.tick(wait=False)
+                total += claimed
+                self._wait_for_free_slots()
+            except DatabaseError:  # an outage: keep what is in hand and try again
+                if once:
+                    raise
+                log.exception("database error in the send loop; retrying")
+                close_old_connections()
+                if max_seconds and time.monotonic() - started > max_seconds:
+                    break
+                time.sleep(settings.SENDER_POLL_INTERVAL)
+                continue
             if once and claimed == 0:
                 if self._inflight:  # what they requeue for now (failover) is still due
                     self._finish_inflight()

@@ -155,6 +155,37 @@ def test_sends_the_recorder_could_not_write_are_written_on_the_next_pass(monkeyp
 
 
 @pytest.mark.django_db(transaction=True)
+def test_the_send_loop_rides_out_a_database_outage(monkeypatch, settings):
+    settings.SENDER_POLL_INTERVAL = 0.01
+    monkeypatch.setattr(SandboxProvider, "send", lambda self, sms, s: SendResult([sms.to]))
+    real, outage = sender_module.claim_due, [OperationalError("down")] * 3
+
+    def claim_after_outage(*args, **kwargs):
+        if outage:
+            raise outage.pop()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sender_module, "claim_due", claim_after_outage)
+    for n in range(3):
+        messages.create_outbound(to=f"+4479111{n:05d}", body="hello", source="api")
+    assert Sender(concurrency=2).run(max_seconds=1.0) == 3  # no exception: it waited it out
+    assert outage == []
+    assert set(Message.objects.values_list("status", flat=True)) == {"sent"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_once_still_fails_loudly_when_the_database_is_down(monkeypatch):
+    def down(*args, **kwargs):
+        raise OperationalError("down")
+
+    monkeypatch.setattr(sender_module, "claim_due", down)
+    sender = Sender(concurrency=1)
+    with pytest.raises(OperationalError):
+        sender.run(once=True)
+    sender.pool.shutdown(wait=True)
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_send_that_cannot_be_recorded_does_not_hold_back_the_others(monkeypatch):
     calls = []
     monkeypatch.setattr(
