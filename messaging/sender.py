@@ -132,11 +132,13 @@ class Sender:
         if not self._unrecorded:
             return
         batch, self._unrecorded = self._unrecorded, []
-        close_old_connections()
+        # No close_old_connections() here: tick() does it once per claim, and every call makes
+        # the next query pay CONN_HEALTH_CHECKS' SELECT 1, which would be once per batch.
         try:
             statuses = record_accepted(batch)
         except Exception:
             log.exception("recording sends failed; one at a time", extra={"sends": len(batch)})
+            close_old_connections()  # a connection the failure broke is replaced
             statuses = self._record_one_by_one(batch)
         for accepted in batch:
             if accepted.message.pk in statuses:
