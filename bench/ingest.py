@@ -36,15 +36,17 @@ def seed(provider: str, count: int, ours_as_provider_id=False) -> list:
     takes our id as its messageId, so there the two are the same."""
     from django.utils import timezone
 
-    from messaging.models import Message, MessagePart
+    from messaging.models import Client, Message, MessagePart
 
     now = timezone.now()
     ids = [uuid.uuid4() for _ in range(count)]
     pairs = [(mid, str(mid) if ours_as_provider_id else uuid.uuid4().hex) for mid in ids]
+    client = Client.objects.default()
     for start in range(0, count, 5000):
         chunk = pairs[start : start + 5000]
         Message.objects.bulk_create(
-            Message(id=mid, to_number="+447700900123", body="bench", provider=provider,
+            Message(id=mid, client=client, to_number="+447700900123", body="bench",
+                    provider=provider,
                     provider_message_id=pid, status="sent", attempts=1, sent_at=now)
             for mid, pid in chunk
         )  # fmt: skip

@@ -83,11 +83,13 @@ def seed(count: int):
     """`count` queued messages with distinct destinations, and their first events."""
     from django.utils import timezone
 
-    from messaging.models import Message, StatusEvent
+    from messaging.models import Client, Message, StatusEvent
 
     now = timezone.now()
+    client = Client.objects.default()
     rows = [
         Message(
+            client=client,
             direction="outbound",
             to_number=f"+4477{n:08d}",
             body=f"bench {n}",

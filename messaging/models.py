@@ -1,5 +1,5 @@
-"""Herald's data: messages (the outbox), their append-only audit trail, webhook evidence,
-receipts waiting for their message, opt-outs and idempotency keys."""
+"""Herald's data: clients and their API keys, messages (the outbox), their append-only audit
+trail, webhook evidence, receipts waiting for their message, opt-outs and idempotency keys."""
 
 import uuid
 
@@ -31,10 +31,91 @@ class Source(models.TextChoices):
     RECONCILE = "reconcile", "Reconcile"
 
 
+DEFAULT_CLIENT_SLUG = "default"
+
+
+class ClientManager(models.Manager):
+    def default(self) -> "Client":
+        """The client that staff sends and pre-client rows belong to (migration 0004)."""
+        client, _ = self.get_or_create(
+            slug=DEFAULT_CLIENT_SLUG, defaults={"name": "Default client"}
+        )
+        return client
+
+
+class Client(models.Model):
+    """One application that sends through Herald. It owns its messages, idempotency keys, API
+    keys and rate limits; no client can read another's rows (messaging/selectors scope by it)."""
+
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=50, unique=True)
+    is_active = models.BooleanField("active", default=True)
+    # Blank means the setting (API_SEND_RATE_LIMIT / API_RATE_LIMIT); django-ratelimit syntax.
+    send_rate_limit = models.CharField(max_length=32, blank=True)
+    read_rate_limit = models.CharField(max_length=32, blank=True)
+    default_provider = models.CharField(max_length=32, blank=True)
+    default_sender_id = models.CharField(max_length=32, blank=True)
+    # Empty: every enabled provider.
+    allowed_providers = models.JSONField(default=list, blank=True)
+    # Numbers and sender ids the client owns: inbound SMS to one of them belong to the client.
+    owned_numbers = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ClientManager()
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [("manage_client", "Can create API keys for and revoke keys of a client")]
+
+    def __str__(self):
+        return self.name
+
+
+class ApiKey(models.Model):
+    """An API key of a client. Only its SHA-256 is stored; `prefix` identifies it in lists and
+    logs. The full key is shown once, when it is created (messaging/services/clients.py)."""
+
+    class Kind(models.TextChoices):
+        LIVE = "live", "Live"
+        TEST = "test", "Test (always the sandbox)"
+
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=4, choices=Kind.choices, default=Kind.LIVE)
+    prefix = models.CharField(max_length=32)
+    hashed_key = models.CharField(max_length=64, unique=True)  # sha256 hex of the full key
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self):
+        return f"{self.prefix}… ({self.name})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
 class Message(models.Model):
     """One SMS. An outbound row in `queued` is the outbox entry the sender picks up."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Outbound: always set (a constraint). Inbound: the client owning the number, or none.
+    client = models.ForeignKey(
+        Client, null=True, blank=True, on_delete=models.PROTECT, related_name="messages"
+    )
+    # The API key that created it (none for staff sends and inbound messages).
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     direction = models.CharField(
         max_length=8, choices=Direction.choices, default=Direction.OUTBOUND
     )
@@ -105,6 +186,10 @@ class Message(models.Model):
             models.UniqueConstraint(
                 fields=["provider", "direction", "provider_message_id"],
                 name="msg_provider_id_unique",
+            ),
+            models.CheckConstraint(
+                condition=Q(direction="inbound") | Q(client__isnull=False),
+                name="msg_outbound_has_client",
             ),
         ]
 
@@ -305,9 +390,10 @@ class OptOutChange(models.Model):
 
 
 class IdempotencyKey(models.Model):
-    """An `Idempotency-Key` an API client sent with a create request."""
+    """An `Idempotency-Key` an API client sent with a create request. Per client: the same
+    string from two clients is two keys."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
     key = models.CharField(max_length=255)
     fingerprint = models.CharField(max_length=64)  # sha256 of the canonical request body
     message = models.ForeignKey(Message, on_delete=models.CASCADE)
@@ -315,7 +401,7 @@ class IdempotencyKey(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_unique")
+            models.UniqueConstraint(fields=["client", "key"], name="idempotency_key_unique")
         ]
 
     def __str__(self):

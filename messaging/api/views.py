@@ -20,8 +20,16 @@ from messaging.api.serializers import (
     MessageSerializer,
     ResendSerializer,
 )
-from messaging.models import IdempotencyKey, Message, Source
+from messaging.models import Client, IdempotencyKey, Message, Source
 from messaging.services import messages
+
+
+def _client_for(user) -> Client:
+    """Transitional, until API keys replace per-user tokens: one client per token user."""
+    client, _ = Client.objects.get_or_create(
+        slug=f"user-{user.pk}", defaults={"name": user.get_username()}
+    )
+    return client
 
 
 class IdempotencyConflict(APIException):
@@ -99,11 +107,15 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
                     send_at=data.get("send_at"),
                     metadata=data.get("metadata"),
                     source=Source.API,
+                    client=_client_for(request.user),
                     actor=request.user,
                 )
                 if key:
                     IdempotencyKey.objects.create(
-                        user=request.user, key=key[:255], fingerprint=fingerprint, message=message
+                        client=message.client,
+                        key=key[:255],
+                        fingerprint=fingerprint,
+                        message=message,
                     )
         except IntegrityError:  # a concurrent request with the same key won the race
             existing = self._replay(request.user, key, fingerprint)
@@ -115,7 +127,7 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     def _replay(self, user, key, fingerprint):
         stored = (
             IdempotencyKey.objects.select_related("message")
-            .filter(user=user, key=key[:255])
+            .filter(client=_client_for(user), key=key[:255])
             .first()
         )
         if stored is None:

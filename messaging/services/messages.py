@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from messaging import encoding, providers
 from messaging.errors import NotCancellable, NotResendable, OptedOut, ProviderNotEnabled
-from messaging.models import Direction, Message, OptOut, Source, StatusEvent
+from messaging.models import Client, Direction, Message, OptOut, Source, StatusEvent
 from messaging.status import CANCELLABLE, RESENDABLE, Status
 
 
@@ -18,6 +18,8 @@ def create_outbound(
     to: str,
     body: str,
     source: str,
+    client: Client | None = None,
+    api_key=None,
     provider: str = "",
     sender: str = "",
     client_reference: str = "",
@@ -27,7 +29,9 @@ def create_outbound(
     resend_of=None,
     resend_reason: str = "",
 ) -> Message:
-    """Write a queued message and its first event in one transaction: the row is the outbox."""
+    """Write a queued message and its first event in one transaction: the row is the outbox.
+    Without a client the message belongs to the `default` client (staff sends)."""
+    client = client or Client.objects.default()
     provider = provider or providers.default_name()
     if not providers.is_enabled(provider):
         raise ProviderNotEnabled(f"Provider '{provider}' is not enabled.")
@@ -37,6 +41,8 @@ def create_outbound(
     now = timezone.now()
     with transaction.atomic():
         message = Message.objects.create(
+            client=client,
+            api_key=api_key,
             direction=Direction.OUTBOUND,
             to_number=to,
             from_number=sender,
@@ -71,6 +77,7 @@ def resend(original: Message, *, source: str, actor=None, provider: str = "", re
             to=original.to_number,
             body=original.body,
             source=source,
+            client=original.client,
             provider=provider or original.provider,
             sender=original.from_number,
             client_reference=original.client_reference,

@@ -51,6 +51,8 @@ def make_message(*, created_ago=None, created_at=None, parts=(), **fields):
         "status": "delivered",
     }
     defaults.update(fields)
+    if defaults.get("direction", "outbound") == "outbound":
+        defaults.setdefault("client", Message.client.field.related_model.objects.default())
     message = Message.objects.create(**defaults)
     if created_ago is not None:
         created_at = timezone.now() - created_ago

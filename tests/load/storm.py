@@ -127,12 +127,14 @@ def oracle(plan: Plan) -> dict:
 
 def seed_messages(plan: Plan):
     """The plan's messages, already `sent` by the sandbox provider (one part each)."""
-    from messaging.models import Message, MessagePart
+    from messaging.models import Client, Message, MessagePart
 
+    client = Client.objects.default()
     for start in range(0, len(plan.messages), 5000):
         chunk = plan.messages[start : start + 5000]
         Message.objects.bulk_create(
-            Message(id=mid, to_number="+447700900123", body="storm", provider="sandbox",
+            Message(id=mid, client=client, to_number="+447700900123", body="storm",
+                    provider="sandbox",
                     status=Status.SENT, provider_message_id=pid, attempts=1)
             for mid, pid in chunk
         )  # fmt: skip

@@ -18,7 +18,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from messaging import applier
-from messaging.models import Message, MessagePart, StatusEvent, WebhookRequest
+from messaging.models import Client, Message, MessagePart, StatusEvent, WebhookRequest
 from messaging.providers.sandbox import sign
 from messaging.sender import Sender
 
@@ -43,7 +43,8 @@ def post(client, payload=None, body=None):
 def sent(n=1, prefix="p"):
     out = []
     for i in range(n):
-        m = Message.objects.create(to_number="+447700900123", body="x", provider="sandbox",
+        m = Message.objects.create(client=Client.objects.default(),
+                                   to_number="+447700900123", body="x", provider="sandbox",
                                    status="sent", provider_message_id=f"{prefix}{i}")  # fmt: skip
         MessagePart.objects.create(message=m, index=0, provider="sandbox",
                                    provider_message_id=f"{prefix}{i}")  # fmt: skip

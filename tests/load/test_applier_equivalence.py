@@ -16,7 +16,14 @@ import pytest
 from django.db import transaction
 
 from messaging import applier
-from messaging.models import Message, MessagePart, StatusEvent, UnmatchedReport, WebhookRequest
+from messaging.models import (
+    Client,
+    Message,
+    MessagePart,
+    StatusEvent,
+    UnmatchedReport,
+    WebhookRequest,
+)
 from messaging.providers.base import DeliveryReport
 from messaging.services.receipts import apply_report
 from messaging.status import Status
@@ -34,7 +41,8 @@ def make_messages():
 
     def message(name, status, pid=None, parts=()):
         m = Message.objects.create(
-            id=uuid.uuid5(uuid.NAMESPACE_URL, name), to_number="+447700900123", body="x",
+            id=uuid.uuid5(uuid.NAMESPACE_URL, name), client=Client.objects.default(),
+            to_number="+447700900123", body="x",
             provider=PROVIDER, status=status, provider_message_id=pid,
         )  # fmt: skip
         for i, part_id in enumerate(parts):
