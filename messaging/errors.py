@@ -19,3 +19,15 @@ class NotResendable(HeraldError):
 
 class NotCancellable(HeraldError):
     code = "not_cancellable"
+
+
+class ProviderNotAllowed(HeraldError):
+    """The client's `allowed_providers` does not include the provider asked for."""
+
+    code = "provider_not_allowed"
+
+
+class IdempotencyConflict(HeraldError):
+    """An Idempotency-Key this client already used, with another request."""
+
+    code = "idempotency_conflict"

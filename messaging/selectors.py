@@ -24,6 +24,7 @@ from django.db.models.functions import Trunc
 from django.utils import timezone
 
 from messaging.models import (
+    Client,
     Direction,
     Message,
     MessagePart,
@@ -556,3 +557,28 @@ def optout_figures(since) -> dict:
         "opted_out": by_action.get(OptOutChange.Action.OPT_OUT, 0),
         "opted_in": by_action.get(OptOutChange.Action.OPT_IN, 0),
     }
+
+
+# --- The API: every read is one client's -----------------------------------------------------
+
+
+def messages_for(client):
+    """The messages the API may show `client`: its own, outbound and inbound. The client is a
+    required argument, not an optional filter, so no API read can be unscoped."""
+    if client is None or client.pk is None:
+        raise ValueError("messages_for needs a saved client")
+    return Message.objects.filter(client=client).select_related("api_key")
+
+
+def client_owning(number: str):
+    """The client whose owned numbers (or sender ids) include `number`, or None. Clients
+    are few and owned_numbers is a JSON list (no portable containment lookup on SQLite), so this
+    reads the clients that own anything and compares normalised values."""
+    wanted = normalise_loose(number or "").casefold()
+    if not wanted:
+        return None
+    owners = Client.objects.exclude(owned_numbers=[]).order_by("pk")
+    for client in owners:
+        if any(normalise_loose(str(n)).casefold() == wanted for n in client.owned_numbers or ()):
+            return client
+    return None

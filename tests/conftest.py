@@ -1,6 +1,5 @@
 import pytest
 from django.db import connection
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 
@@ -21,12 +20,35 @@ def staff(django_user_model):
     return django_user_model.objects.create_superuser("staff", "staff@example.com", "pw")
 
 
-@pytest.fixture
-def api(user):
-    token = Token.objects.create(user=user)
+def key_client(key: str, scheme: str = "Bearer") -> APIClient:
+    """An API test client that sends `Authorization: <scheme> <key>`."""
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"{scheme} {key}")
+    client.key = key
     return client
+
+
+@pytest.fixture
+def make_api(db):
+    """make_api(client=None, kind="live") -> an APIClient with a new key of `client` (default:
+    the `default` client, which messages made with create_outbound() belong to)."""
+    from messaging.models import Client
+    from messaging.services import clients
+
+    def make(client=None, kind="live", scheme="Bearer"):
+        client = client or Client.objects.default()
+        issued = clients.create_api_key(client, name=f"{kind}-key", kind=kind)
+        api = key_client(issued.key, scheme)
+        api.api_key, api.herald_client = issued.api_key, client
+        return api
+
+    return make
+
+
+@pytest.fixture
+def api(make_api):
+    """A live key of the `default` client."""
+    return make_api()
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""Schemathesis against the API's OpenAPI schema (/api/v1/schema/), authenticated with a DRF
-token (issue 5, item 6), checking conformance as well as the absence of 5xx.
+"""Schemathesis against the API's OpenAPI schema (/api/v1/schema/), authenticated with a client
+API key (issue 5, item 6; issue 10), checking conformance as well as the absence of 5xx.
 
 tests/test_api_schemathesis.py (the load helper's) sends positive and negative cases and checks
 only for 5xx. This module adds what can be asserted beyond that:
@@ -22,7 +22,6 @@ schemathesis = pytest.importorskip("schemathesis")
 
 from hypothesis import HealthCheck  # noqa: E402
 from hypothesis import settings as hsettings  # noqa: E402
-from rest_framework.authtoken.models import Token  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import (  # noqa: E402
@@ -30,8 +29,8 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     response_schema_conformance,
 )
 
-from messaging.models import Message  # noqa: E402
-from messaging.services import messages  # noqa: E402
+from messaging.models import Client, Message  # noqa: E402
+from messaging.services import clients, messages  # noqa: E402
 
 EXAMPLES = hsettings(max_examples=25, deadline=None, derandomize=True, database=None,
                      suppress_health_check=list(HealthCheck))  # fmt: skip
@@ -64,17 +63,17 @@ def keep_connection_open():
 
 
 @pytest.fixture
-def api_state(db, django_user_model, settings):
-    """A token, and a failed (so resendable) message for the path ids to point at."""
+def api_state(db, settings):
+    """A key, and a failed (so resendable) message of its client for the path ids to point at."""
     settings.RATELIMIT_ENABLE = False  # a 429 would hide what the handler does with the input
-    user = django_user_model.objects.create_user("schemathesis-conformance", password="pw")
     message = messages.create_outbound(to="+447911123450", body="seed", source="api")
     Message.objects.filter(pk=message.pk).update(status="failed")
-    return {"token": Token.objects.create(user=user).key, "message_id": str(message.pk)}
+    key = clients.create_api_key(Client.objects.default(), name="schemathesis").key
+    return {"token": key, "message_id": str(message.pk)}
 
 
 def headers(state):
-    return {"Authorization": f"Token {state['token']}"}
+    return {"Authorization": f"Bearer {state['token']}"}
 
 
 @positive.parametrize()
@@ -104,7 +103,7 @@ def test_event_actor_is_nullable_in_the_schema_and_null_in_the_api(api_state, cl
     assert actor.get("nullable") is True
     detail = client.get(
         f"/api/v1/messages/{api_state['message_id']}/",
-        HTTP_AUTHORIZATION=f"Token {api_state['token']}",
+        HTTP_AUTHORIZATION=f"Bearer {api_state['token']}",
     ).json()
     assert detail["events"] and detail["events"][0]["actor"] is None
 
@@ -125,7 +124,7 @@ def test_created_filters_take_any_utc_offset(api_state, client, name, value, sta
     response = client.get(
         "/api/v1/messages/",
         {name: value},
-        HTTP_AUTHORIZATION=f"Token {api_state['token']}",
+        HTTP_AUTHORIZATION=f"Bearer {api_state['token']}",
     )
     assert response.status_code == status, response.content[:300]
     if status == 200 and name == "created_after":

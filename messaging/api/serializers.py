@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from messaging import validation
-from messaging.models import Message, StatusEvent
+from messaging.models import ApiKey, Message, StatusEvent
 
 SENDER_MAX = 32
 
@@ -81,6 +81,9 @@ class MessageSerializer(serializers.ModelSerializer):
     to = serializers.CharField(source="to_number")
     provider_message_ids = serializers.SerializerMethodField()
     resends = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    test = serializers.SerializerMethodField(
+        help_text="Created with a test key: sent through the sandbox, whatever `provider` said."
+    )
 
     class Meta:
         model = Message
@@ -91,6 +94,7 @@ class MessageSerializer(serializers.ModelSerializer):
             "from",
             "body",
             "provider",
+            "test",
             "provider_message_id",
             "provider_message_ids",
             "client_reference",
@@ -111,6 +115,9 @@ class MessageSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
         ]
+
+    def get_test(self, obj) -> bool:
+        return obj.api_key_id is not None and obj.api_key.kind == ApiKey.Kind.TEST
 
     def get_provider_message_ids(self, obj) -> list[str]:
         return [p.provider_message_id for p in obj.parts.all()]

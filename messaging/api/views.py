@@ -1,17 +1,20 @@
-"""The message API: thin views that validate, call one service and serialise."""
+"""The message API: thin views that validate, call one service and serialise.
+
+Every view is a ClientScopedViewSet: its rows come from a selector that takes the caller's
+client, and subclasses cannot replace that (see ClientScopedViewSet), so another client's id is
+a 404 by construction.
+"""
 
 import hashlib
 import json
 
-from django.conf import settings
-from django.db import IntegrityError, transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
+from messaging import selectors
 from messaging.api import ratelimit
 from messaging.api.filters import MessageFilter
 from messaging.api.serializers import (
@@ -20,22 +23,52 @@ from messaging.api.serializers import (
     MessageSerializer,
     ResendSerializer,
 )
-from messaging.models import Client, IdempotencyKey, Message, Source
+from messaging.models import ApiKey, Message, Source
 from messaging.services import messages
 
 
-def _client_for(user) -> Client:
-    """Transitional, until API keys replace per-user tokens: one client per token user."""
-    client, _ = Client.objects.get_or_create(
-        slug=f"user-{user.pk}", defaults={"name": user.get_username()}
-    )
-    return client
+class ClientScopedViewSet(viewsets.GenericViewSet):
+    """A viewset whose every queryset is `selector(caller's client)`.
 
+    Subclasses name a `model` and a `selector` (a function of the client) and may narrow or
+    prefetch in `refine_queryset`; defining `queryset` or `get_queryset` is a TypeError at import
+    time, so no view can read rows outside the caller's client. Requests also pass the
+    per-client rate limits (messaging/api/ratelimit.py) before anything else runs."""
 
-class IdempotencyConflict(APIException):
-    status_code = 409
-    default_code = "idempotency_conflict"
-    default_detail = "This Idempotency-Key was used with a different request body."
+    model = None
+    selector = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "get_queryset" in cls.__dict__ or cls.__dict__.get("queryset") is not None:
+            raise TypeError(
+                f"{cls.__name__} must scope through `selector` and `refine_queryset`, "
+                "not `queryset` or `get_queryset`."
+            )
+
+    @property
+    def api_key(self) -> ApiKey | None:
+        auth = getattr(self.request, "auth", None)
+        return auth if isinstance(auth, ApiKey) else None
+
+    @property
+    def client(self):
+        return self.api_key.client if self.api_key else None
+
+    def initial(self, request, *args, **kwargs):
+        ratelimit.enforce(request)
+        super().initial(request, *args, **kwargs)
+
+    def get_queryset(self):
+        if self.client is None:
+            # Only reached without a key by schema generation (requests without one are a 401
+            # before any view code runs): nothing to show.
+            return self.model.objects.none()
+        return self.refine_queryset(type(self).selector(self.client))
+
+    def refine_queryset(self, queryset):
+        """Narrow or prefetch; never widen."""
+        return queryset
 
 
 class MessagePagination(CursorPagination):
@@ -49,18 +82,35 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
     location=OpenApiParameter.HEADER,
     required=False,
-    description="Repeat a create safely: the same key and body return the original message "
-    "(200); the same key with another body is refused (409).",
+    description="Repeat a request safely: the same key and body return the original message "
+    "(200); the same key with another body is refused (409). Keys are per client.",
 )
 
 
-class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    queryset = Message.objects.all()
+def fingerprint(data, *scope) -> str:
+    """The canonical request an Idempotency-Key stands for: the body, and for a resend which
+    message it resends (a create's fingerprint is the body alone, as keys stored before resends
+    had keys were computed)."""
+    canonical = [*scope, data] if scope else data
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def created(message, replayed: bool) -> Response:
+    if replayed:
+        response = Response(MessageDetailSerializer(message).data, status=status.HTTP_200_OK)
+        response["Idempotent-Replayed"] = "true"
+        return response
+    return Response(MessageDetailSerializer(message).data, status=status.HTTP_202_ACCEPTED)
+
+
+class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ClientScopedViewSet):
+    model = Message
+    selector = staticmethod(selectors.messages_for)
     pagination_class = MessagePagination
     filterset_class = MessageFilter
 
-    def get_queryset(self):
-        queryset = Message.objects.prefetch_related("parts", "resends")
+    def refine_queryset(self, queryset):
+        queryset = queryset.prefetch_related("parts", "resends")
         if self.action == "retrieve":
             queryset = queryset.prefetch_related("events__actor")
         return queryset
@@ -72,13 +122,6 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
             "resend": ResendSerializer,
         }.get(self.action, MessageSerializer)
 
-    def initial(self, request, *args, **kwargs):
-        # Before authentication, so that floods of bad or missing tokens are limited too.
-        ratelimit.enforce(request, "api", settings.API_RATE_LIMIT)
-        if request.method == "POST":
-            ratelimit.enforce(request, "api-send", settings.API_SEND_RATE_LIMIT)
-        super().initial(request, *args, **kwargs)
-
     @extend_schema(
         request=MessageCreateSerializer,
         responses={200: MessageDetailSerializer, 202: MessageDetailSerializer},
@@ -88,67 +131,46 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         serializer = MessageCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        key = request.headers.get("Idempotency-Key", "").strip()
-        fingerprint = hashlib.sha256(
-            json.dumps(request.data, sort_keys=True, default=str).encode()
-        ).hexdigest()
-        if key:
-            existing = self._replay(request.user, key, fingerprint)
-            if existing:
-                return existing
-        try:
-            with transaction.atomic():
-                message = messages.create_outbound(
-                    to=data["to"],
-                    body=data["body"],
-                    provider=data.get("provider", ""),
-                    sender=data.get("from", ""),
-                    client_reference=data.get("client_reference", ""),
-                    send_at=data.get("send_at"),
-                    metadata=data.get("metadata"),
-                    source=Source.API,
-                    client=_client_for(request.user),
-                    actor=request.user,
-                )
-                if key:
-                    IdempotencyKey.objects.create(
-                        client=message.client,
-                        key=key[:255],
-                        fingerprint=fingerprint,
-                        message=message,
-                    )
-        except IntegrityError:  # a concurrent request with the same key won the race
-            existing = self._replay(request.user, key, fingerprint)
-            if existing:
-                return existing
-            raise
-        return Response(MessageDetailSerializer(message).data, status=status.HTTP_202_ACCEPTED)
-
-    def _replay(self, user, key, fingerprint):
-        stored = (
-            IdempotencyKey.objects.select_related("message")
-            .filter(client=_client_for(user), key=key[:255])
-            .first()
+        message, replayed = messages.idempotent(
+            self.client,
+            request.headers.get("Idempotency-Key", "").strip(),
+            fingerprint(request.data),
+            lambda: messages.create_outbound(
+                to=data["to"],
+                body=data["body"],
+                provider=data.get("provider", ""),
+                sender=data.get("from", ""),
+                client_reference=data.get("client_reference", ""),
+                send_at=data.get("send_at"),
+                metadata=data.get("metadata"),
+                source=Source.API,
+                client=self.client,
+                api_key=self.api_key,
+            ),
         )
-        if stored is None:
-            return None
-        if stored.fingerprint != fingerprint:
-            raise IdempotencyConflict()
-        response = Response(MessageDetailSerializer(stored.message).data, status=status.HTTP_200_OK)
-        response["Idempotent-Replayed"] = "true"
-        return response
+        return created(message, replayed)
 
-    @extend_schema(request=ResendSerializer, responses={202: MessageDetailSerializer})
+    @extend_schema(
+        request=ResendSerializer,
+        responses={200: MessageDetailSerializer, 202: MessageDetailSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+    )
     @action(detail=True, methods=["post"])
     def resend(self, request, pk=None):
         original = self.get_object()
         serializer = ResendSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        new = messages.resend(
-            original,
-            source=Source.API,
-            actor=request.user,
-            provider=serializer.validated_data.get("provider", ""),
-            reason=serializer.validated_data.get("reason", ""),
+        data = serializer.validated_data
+        message, replayed = messages.idempotent(
+            self.client,
+            request.headers.get("Idempotency-Key", "").strip(),
+            fingerprint(request.data, "resend", str(original.pk)),
+            lambda: messages.resend(
+                original,
+                source=Source.API,
+                api_key=self.api_key,
+                provider=data.get("provider", ""),
+                reason=data.get("reason", ""),
+            ),
         )
-        return Response(MessageDetailSerializer(new).data, status=status.HTTP_202_ACCEPTED)
+        return created(message, replayed)

@@ -2,6 +2,7 @@
 
 from django.db import IntegrityError, transaction
 
+from messaging import selectors
 from messaging.models import Direction, Message, Source, StatusEvent
 from messaging.phone import normalise_loose
 from messaging.providers.base import InboundSms
@@ -20,6 +21,8 @@ def record_inbound(provider: str, sms: InboundSms, *, webhook_request=None):
     try:
         with transaction.atomic():
             message = Message.objects.create(
+                # The client that owns the number it was sent to, else none.
+                client=selectors.client_owning(sms.to_number),
                 direction=Direction.INBOUND,
                 provider=provider,
                 provider_message_id=sms.provider_message_id or None,

@@ -1,16 +1,64 @@
-"""Creating, resending and cancelling outbound messages."""
+"""Creating, resending and cancelling outbound messages, and making a create or resend
+idempotent per client."""
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from messaging import encoding, providers
-from messaging.errors import NotCancellable, NotResendable, OptedOut, ProviderNotEnabled
-from messaging.models import Client, Direction, Message, OptOut, Source, StatusEvent
+from messaging.errors import (
+    IdempotencyConflict,
+    NotCancellable,
+    NotResendable,
+    OptedOut,
+    ProviderNotAllowed,
+    ProviderNotEnabled,
+)
+from messaging.models import (
+    ApiKey,
+    Client,
+    Direction,
+    IdempotencyKey,
+    Message,
+    OptOut,
+    Source,
+    StatusEvent,
+)
 from messaging.status import CANCELLABLE, RESENDABLE, Status
+
+SANDBOX = "sandbox"
 
 
 def is_opted_out(number: str) -> bool:
     return OptOut.objects.filter(phone_number=number).exists()
+
+
+def route(client: Client, api_key: ApiKey | None, requested: str = "") -> tuple[str, str]:
+    """(provider, note for the timeline) for a message of `client` sent with `api_key`.
+
+    A test key always gets the sandbox, whatever was asked for, so it can never reach a real
+    provider (or cost anything). Otherwise: the provider asked for, else the client's default,
+    else Herald's default (or, when the client lists allowed providers and Herald's default is
+    not one of them, the first it allows); a provider outside the client's list is refused."""
+    if api_key is not None and api_key.kind == ApiKey.Kind.TEST:
+        if not providers.is_enabled(SANDBOX):
+            raise ProviderNotEnabled(
+                "Test keys send through the sandbox, which is not enabled on this server."
+            )
+        asked = f" (asked for {requested})" if requested and requested != SANDBOX else ""
+        return SANDBOX, f"test key: routed to the sandbox{asked}"
+    allowed = list(client.allowed_providers or [])
+    provider = requested or client.default_provider
+    if not provider:
+        provider = providers.default_name()
+        if allowed and provider not in allowed:
+            provider = allowed[0]
+    if allowed and provider not in allowed:
+        raise ProviderNotAllowed(
+            f"Provider '{provider}' is not allowed for this client. Allowed: {', '.join(allowed)}."
+        )
+    if not providers.is_enabled(provider):
+        raise ProviderNotEnabled(f"Provider '{provider}' is not enabled.")
+    return provider, ""
 
 
 def create_outbound(
@@ -30,11 +78,11 @@ def create_outbound(
     resend_reason: str = "",
 ) -> Message:
     """Write a queued message and its first event in one transaction: the row is the outbox.
-    Without a client the message belongs to the `default` client (staff sends)."""
+    Without a client the message belongs to the `default` client (staff sends). The provider
+    and sender follow the client's settings and the key's kind (see `route`)."""
     client = client or Client.objects.default()
-    provider = provider or providers.default_name()
-    if not providers.is_enabled(provider):
-        raise ProviderNotEnabled(f"Provider '{provider}' is not enabled.")
+    provider, route_note = route(client, api_key, provider)
+    sender = sender or client.default_sender_id
     if is_opted_out(to):
         raise OptedOut(f"{to} has opted out of messages.")
     enc, segments = encoding.analyse(body)
@@ -62,14 +110,26 @@ def create_outbound(
         note = f"resend of {resend_of.pk}" if resend_of else "accepted"
         if resend_reason:
             note += f": {resend_reason}"
+        if route_note:
+            note += f"; {route_note}"
         StatusEvent.objects.create(
             message=message, status=Status.QUEUED, source=source, actor=actor, note=note
         )
     return message
 
 
-def resend(original: Message, *, source: str, actor=None, provider: str = "", reason: str = ""):
-    """A new message linked to `original`; the original keeps its status."""
+def resend(
+    original: Message,
+    *,
+    source: str,
+    actor=None,
+    api_key: ApiKey | None = None,
+    provider: str = "",
+    reason: str = "",
+):
+    """A new message of the same client, linked to `original`; the original keeps its status.
+    `api_key` is the caller's (API resends); staff resends keep the original's, so a message a
+    test key created is resent through the sandbox too."""
     if original.direction != Direction.OUTBOUND or original.status not in RESENDABLE:
         raise NotResendable(f"A {original.status} message cannot be resent.")
     with transaction.atomic():
@@ -78,6 +138,7 @@ def resend(original: Message, *, source: str, actor=None, provider: str = "", re
             body=original.body,
             source=source,
             client=original.client,
+            api_key=api_key or original.api_key,
             provider=provider or original.provider,
             sender=original.from_number,
             client_reference=original.client_reference,
@@ -119,3 +180,34 @@ def cancel(message: Message, *, source: str = Source.ADMIN, actor=None, reason: 
             note="cancelled" + (f": {reason}" if reason else ""),
         )
     return locked
+
+
+def idempotent(client: Client, key: str, fingerprint: str, create) -> tuple[Message, bool]:
+    """Run `create()` (which returns a new message) at most once per `Idempotency-Key` of
+    `client`: returns (message, replayed). A key this client used before with the same
+    fingerprint replays its message; with another fingerprint it is an IdempotencyConflict.
+    Keys are per client: two clients using the same string never meet. Without a key,
+    `create()` just runs."""
+    if not key:
+        return create(), False
+    key = key[:255]
+    stored = _stored_key(client, key)
+    if stored is None:
+        try:
+            with transaction.atomic():
+                message = create()
+                IdempotencyKey.objects.create(
+                    client=client, key=key, fingerprint=fingerprint, message=message
+                )
+            return message, False
+        except IntegrityError:  # a concurrent request with the same key won the race
+            stored = _stored_key(client, key)
+            if stored is None:
+                raise
+    if stored.fingerprint != fingerprint:
+        raise IdempotencyConflict("This Idempotency-Key was used with a different request.")
+    return stored.message, True
+
+
+def _stored_key(client, key):
+    return IdempotencyKey.objects.select_related("message").filter(client=client, key=key).first()

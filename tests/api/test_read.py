@@ -57,18 +57,19 @@ def test_detail_includes_events(api):
 
 
 @pytest.mark.parametrize("status", ["failed", "expired", "rejected", "unknown"])
-def test_resend_links_both_ways(api, user, status):
+def test_resend_links_both_ways(api, status):
     original = make(status=status)
     r = api.post(f"{URL}{original.pk}/resend/", {"reason": "customer asked"}, format="json")
     assert r.status_code == 202
     new = Message.objects.get(pk=r.json()["id"])
     assert new.resend_of == original and new.status == "queued"
-    assert new.resend_reason == "customer asked" and new.created_by == user
+    assert new.resend_reason == "customer asked" and new.api_key == api.api_key
+    assert new.client == original.client
     original.refresh_from_db()
     assert original.status == status  # the original keeps its status
     assert api.get(f"{URL}{original.pk}/").json()["resends"] == [str(new.pk)]
     note = StatusEvent.objects.filter(message=original).latest("id")
-    assert (note.applied, note.actor) == (False, user) and str(new.pk) in note.note
+    assert (note.applied, note.source) == (False, "api") and str(new.pk) in note.note
 
 
 @pytest.mark.parametrize("status", ["queued", "sending", "sent", "delivered"])

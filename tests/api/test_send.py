@@ -6,6 +6,7 @@ import pytest
 from django.utils import timezone
 
 from messaging.models import IdempotencyKey, Message, OptOut, StatusEvent
+from messaging.services import clients
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/messages/"
@@ -15,7 +16,7 @@ def post(api, data, **headers):
     return api.post(URL, data, format="json", headers=headers)
 
 
-def test_accepts_and_queues(api, user):
+def test_accepts_and_queues(api):
     r = post(api, {"to": "+44 7911 123457", "body": "Hello", "client_reference": "order-1",
                    "metadata": {"order": 1}})  # fmt: skip
     assert r.status_code == 202
@@ -24,10 +25,12 @@ def test_accepts_and_queues(api, user):
     assert body["status"] == "queued"
     assert (body["encoding"], body["segments"]) == ("GSM-7", 1)
     message = Message.objects.get(pk=body["id"])
-    assert message.created_by == user and message.client_reference == "order-1"
+    assert (message.client, message.api_key) == (api.herald_client, api.api_key)
+    assert message.created_by is None and message.client_reference == "order-1"
     assert message.next_attempt_at is not None
     event = StatusEvent.objects.get(message=message)
-    assert (event.status, event.source, event.actor) == ("queued", "api", user)
+    assert (event.status, event.source, event.actor) == ("queued", "api", None)
+    assert body["test"] is False
     assert [e["status"] for e in body["events"]] == ["queued"]
 
 
@@ -94,13 +97,8 @@ def test_idempotency_key_replays_and_conflicts(api):
     assert IdempotencyKey.objects.count() == 1
 
 
-def test_idempotency_keys_are_per_client(api, django_user_model):
-    from rest_framework.authtoken.models import Token
-    from rest_framework.test import APIClient
-
-    other = APIClient()
-    token = Token.objects.create(user=django_user_model.objects.create_user("other"))
-    other.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+def test_idempotency_keys_are_per_client(api, make_api):
+    other = make_api(clients.create_client("Other"))
     data = {"to": "+447911123457", "body": "x"}
     a = post(api, data, **{"Idempotency-Key": "same"})
     b = post(other, data, **{"Idempotency-Key": "same"})
@@ -108,7 +106,7 @@ def test_idempotency_keys_are_per_client(api, django_user_model):
     assert a.json()["id"] != b.json()["id"]
 
 
-def test_requires_a_token(client):
+def test_requires_a_key(client):
     r = client.post(URL, {"to": "+447911123457", "body": "x"}, content_type="application/json")
     assert r.status_code == 401
     r = client.post(
@@ -127,16 +125,11 @@ def test_rate_limit_answers_429_with_retry_after(api, settings):
     assert Message.objects.count() == 3
 
 
-def test_rate_limit_is_per_token(api, settings, django_user_model):
-    from rest_framework.authtoken.models import Token
-    from rest_framework.test import APIClient
-
+def test_rate_limit_is_per_client(api, make_api, settings):
     settings.API_SEND_RATE_LIMIT = "1/m"
     assert post(api, {"to": "+447911123457", "body": "a"}).status_code == 202
     assert post(api, {"to": "+447911123457", "body": "b"}).status_code == 429
-    other = APIClient()
-    token = Token.objects.create(user=django_user_model.objects.create_user("other"))
-    other.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    other = make_api(clients.create_client("Other"))
     assert post(other, {"to": "+447911123457", "body": "c"}).status_code == 202
 
 
