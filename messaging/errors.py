@@ -21,7 +21,7 @@ class NotCancellable(HeraldError):
     code = "not_cancellable"
 
 
-class ProviderNotAllowed(HeraldError):
+class ProviderNotAllowed(ProviderNotEnabled):
     """The client's `allowed_providers` does not include the provider asked for."""
 
     code = "provider_not_allowed"
