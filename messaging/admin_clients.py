@@ -11,6 +11,8 @@ Registered from MessagingConfig.ready() (messaging/apps.py), so this module stay
 the rest of the admin.
 """
 
+from datetime import UTC
+
 from django import forms
 from django.contrib import admin
 from django.contrib import messages as flash
@@ -20,6 +22,7 @@ from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from messaging import providers
@@ -106,6 +109,10 @@ class ApiKeyCreateForm(forms.Form):
     )
 
 
+def _utc(when) -> str:
+    return timezone.localtime(when, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 class ApiKeyInline(admin.TabularInline):
     """A client's keys, read-only: keys are created and revoked through their own pages."""
 
@@ -113,8 +120,8 @@ class ApiKeyInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = False
-    fields = ["prefix_display", "name", "kind", "created_at", "created_by", "last_used_at",
-              "state", "revoke_link"]  # fmt: skip
+    fields = ["prefix_display", "name", "kind", "created", "created_by", "last_used", "state",
+              "revoke_link"]  # fmt: skip
     readonly_fields = fields
     verbose_name_plural = "API keys"
 
@@ -136,11 +143,20 @@ class ApiKeyInline(admin.TabularInline):
     def prefix_display(self, key):
         return format_html("<code>{}…</code>", key.prefix)
 
+    @admin.display(description="created")
+    def created(self, key):
+        return _utc(key.created_at)
+
+    @admin.display(description="last used")
+    def last_used(self, key):
+        # Recorded at most once a minute per key (messaging.services.clients).
+        return _utc(key.last_used_at) if key.last_used_at else "never"
+
     @admin.display(description="state")
     def state(self, key):
         if key.revoked_at:
             return format_html('<span class="herald-key-revoked">revoked {}</span>',
-                               key.revoked_at.strftime("%Y-%m-%d %H:%M:%S UTC"))  # fmt: skip
+                               _utc(key.revoked_at))  # fmt: skip
         return "active"
 
     @admin.display(description="")
@@ -158,7 +174,14 @@ class ClientAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "is_active", "active_keys", "created_at"]
     list_filter = ["is_active"]
     search_fields = ["name", "slug"]
-    readonly_fields = ["is_active", "created_at", "updated_at"]
+    readonly_fields = ["is_active", "created", "updated"]
+    fieldsets = [
+        (None, {"fields": ["name", "slug", "is_active"]}),
+        ("Sending", {"fields": ["default_provider", "allowed_providers", "default_sender_id",
+                                "owned_numbers"]}),
+        ("Rate limits", {"fields": ["send_rate_limit", "read_rate_limit"]}),
+        ("History", {"fields": ["created", "updated"]}),
+    ]  # fmt: skip
     prepopulated_fields = {"slug": ["name"]}
     inlines = [ApiKeyInline]
     actions = ["deactivate_clients", "reactivate_clients"]
@@ -177,6 +200,14 @@ class ClientAdmin(admin.ModelAdmin):
         # Deactivate instead: a client's messages are kept (and protect it), and a deleted
         # client's slug could be reused by another.
         return False
+
+    @admin.display(description="created")
+    def created(self, client):
+        return _utc(client.created_at) if client.created_at else "-"
+
+    @admin.display(description="updated")
+    def updated(self, client):
+        return _utc(client.updated_at) if client.updated_at else "-"
 
     @admin.display(description="active keys")
     def active_keys(self, client):

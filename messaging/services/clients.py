@@ -68,18 +68,30 @@ def create_client(
     allowed_providers=(),
     owned_numbers=(),
 ) -> Client:
-    """A new active client. The slug defaults to the slugified name."""
+    """A new active client. The slug defaults to the slugified name. Raises ValidationError
+    (by field) for a bad or taken slug or a bad rate."""
+    rates = {"send_rate_limit": send_rate_limit, "read_rate_limit": read_rate_limit}
+    errors = {}
+    for field, value in rates.items():
+        try:
+            rates[field] = validate_rate(value)
+        except ValidationError as exc:
+            errors[field] = exc.messages
     client = Client(
         name=name.strip(),
         slug=slug.strip() or slugify(name)[:50],
-        send_rate_limit=validate_rate(send_rate_limit),
-        read_rate_limit=validate_rate(read_rate_limit),
         default_provider=default_provider,
         default_sender_id=default_sender_id,
         allowed_providers=list(allowed_providers),
         owned_numbers=list(owned_numbers),
+        **rates,
     )
-    client.full_clean()  # slug shape and uniqueness, name length: a ValidationError, not a 500
+    try:
+        client.full_clean()  # slug shape and uniqueness, name length
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    if errors:
+        raise ValidationError(errors)
     client.save()
     return client
 

@@ -26,5 +26,9 @@ class Command(BaseCommand):
         try:
             client = clients.create_client(name, **self.client_options(options))
         except ValidationError as exc:
-            raise CommandError("; ".join(exc.messages)) from None
+            if hasattr(exc, "error_dict"):
+                problems = [f"{f}: {m}" for f, ms in exc.message_dict.items() for m in ms]
+            else:
+                problems = exc.messages
+            raise CommandError("; ".join(problems)) from None
         self.stdout.write(client.slug)
