@@ -31,19 +31,20 @@ class ClientScopedViewSet(viewsets.GenericViewSet):
     """A viewset whose every queryset is `selector(caller's client)`.
 
     Subclasses name a `model` and a `selector` (a function of the client) and may narrow or
-    prefetch in `refine_queryset`; defining `queryset` or `get_queryset` is a TypeError at import
-    time, so no view can read rows outside the caller's client. Requests also pass the
-    per-client rate limits (messaging/api/ratelimit.py) before anything else runs."""
+    prefetch in `refine_queryset`; defining `queryset`, `get_queryset` or `get_object` is a
+    TypeError at import time, so no view can read rows outside the caller's client. Requests
+    also pass the per-client rate limits (messaging/api/ratelimit.py) before anything else."""
 
     model = None
     selector = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if "get_queryset" in cls.__dict__ or cls.__dict__.get("queryset") is not None:
+        overridden = {"get_queryset", "get_object"} & set(cls.__dict__)
+        if overridden or cls.__dict__.get("queryset") is not None:
             raise TypeError(
                 f"{cls.__name__} must scope through `selector` and `refine_queryset`, "
-                "not `queryset` or `get_queryset`."
+                "not `queryset`, `get_queryset` or `get_object`."
             )
 
     @property

@@ -136,7 +136,7 @@ def revoke_api_key(api_key: ApiKey) -> ApiKey:
 
 
 def authenticate(key: str) -> ApiKey | None:
-    """The live (not revoked) key of an active client that `key` is, or None.
+    """The ApiKey that `key` is, if it is not revoked and its client is active; else None.
 
     The lookup is by the key's SHA-256, so how long it takes does not depend on the secret; the
     digest is compared again in constant time in case a database collates or trims it."""

@@ -294,6 +294,12 @@ def test_a_scoped_viewset_cannot_define_its_own_queryset():
         class AlsoLeaky(ClientScopedViewSet):  # noqa: F841
             queryset = Message.objects.all()
 
+    with pytest.raises(TypeError):
+
+        class LeakyObject(ClientScopedViewSet):  # noqa: F841
+            def get_object(self):
+                return Message.objects.get(pk=self.kwargs["pk"])
+
 
 # --- Test keys, client settings ---------------------------------------------------------------
 
