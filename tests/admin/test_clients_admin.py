@@ -169,3 +169,19 @@ def test_client_pages_need_the_client_model_permissions(make_staff, shop):
     )
     shop.refresh_from_db()
     assert shop.is_active and r.status_code in (200, 302)
+
+
+def test_client_list_counts_active_keys_in_one_query(
+    superuser_client, django_assert_max_num_queries
+):
+    for i in range(5):
+        client = clients.create_client(f"C{i}")
+        clients.create_api_key(client, name="a")
+        clients.revoke_api_key(clients.create_api_key(client, name="b").api_key)
+    superuser_client.get(reverse("admin:messaging_client_changelist"))  # warm the session
+    with django_assert_max_num_queries(8):
+        page = superuser_client.get(reverse("admin:messaging_client_changelist"))
+    assert page.status_code == 200
+    counts = re.findall(r'<td class="field-active_keys">(\d+)</td>', page.content.decode())
+    # Each of the five has one active key; the `default` client (migration 0005) has none.
+    assert sorted(counts) == ["0"] + ["1"] * 5 and Client.objects.count() == 6
