@@ -62,6 +62,9 @@ class RequestLogMiddleware:
                 "status": response.status_code,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 1),
                 "remote_addr": request.META.get("REMOTE_ADDR"),
+                # Set by the API's key authentication: the client and the key's prefix only.
+                "client": getattr(request, "herald_client", None),
+                "api_key": getattr(request, "herald_api_key", None),
             },
         )
         return response

@@ -61,6 +61,10 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if api_key is None:
             # One answer for unknown, revoked and inactive: no oracle for which keys exist.
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+        # For the request log line (messaging/logging.py): who called, by the key's prefix.
+        django_request = getattr(request, "_request", request)
+        django_request.herald_client = api_key.client.slug
+        django_request.herald_api_key = api_key.prefix
         return ClientUser(api_key), api_key
 
     def authenticate_header(self, request):

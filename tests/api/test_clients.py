@@ -475,3 +475,16 @@ def test_schema_documents_the_bearer_scheme(client):
         for method, operation in operations.items():
             assert operation["security"] == [{"ApiKey": []}], (method, path)
     assert "test" in doc["components"]["schemas"]["Message"]["properties"]
+
+
+def test_request_log_names_the_client_and_key_prefix_never_the_key(tenants, caplog):
+    import json
+    import logging
+
+    caplog.set_level(logging.INFO, logger="herald.request")
+    api = tenants["alpha"]["test"]
+    assert api.get(URL).status_code == 200
+    [record] = [r for r in caplog.records if r.name == "herald.request"]
+    assert (record.client, record.api_key) == ("alpha", api.api_key.prefix)
+    line = logging.getLogger().handlers[0].format(record)
+    assert json.loads(line)["api_key"] == api.api_key.prefix and api.key not in line
