@@ -488,3 +488,31 @@ def test_request_log_names_the_client_and_key_prefix_never_the_key(tenants, capl
     assert (record.client, record.api_key) == ("alpha", api.api_key.prefix)
     line = logging.getLogger().handlers[0].format(record)
     assert json.loads(line)["api_key"] == api.api_key.prefix and api.key not in line
+
+
+def test_client_rate_limits_are_counted_in_the_shared_cache(tenants, settings):
+    """With Redis as the cache (production), a client's count lives there, where every web
+    process reads and increments the same counter: a fresh connection (another process) sees
+    the requests this one made and refuses the next."""
+    redis = pytest.importorskip("redis")
+    url = "redis://127.0.0.1:6379/1"
+    try:
+        redis.Redis.from_url(url).ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip("needs Redis at 127.0.0.1:6379")
+    settings.CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": url,
+                                   "KEY_PREFIX": f"herald-test-{uuid.uuid4().hex}"}}  # fmt: skip
+    Client.objects.filter(slug="alpha").update(send_rate_limit="2/m")
+    alpha = tenants["alpha"]
+    try:
+        assert [send(alpha["live"]).status_code for _ in range(2)] == [202, 202]
+        from django.core.cache import caches
+
+        caches["default"].close()
+        del caches["default"]  # the next request opens a new connection, as another process
+        assert send(alpha["test"]).status_code == 429
+        assert send(tenants["beta"]["live"]).status_code == 202
+    finally:
+        from django.core.cache import cache
+
+        cache.delete_pattern("*")  # this test's prefix only (clear() would flush the database)
