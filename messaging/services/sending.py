@@ -20,7 +20,7 @@ from messaging import providers
 from messaging.bulk import bulk_set
 from messaging.models import Message, MessagePart, OptOut, Source, StatusEvent
 from messaging.providers.base import OutboundSms, SendError, SendResult
-from messaging.services import optouts, pacing
+from messaging.services import messages, optouts, pacing
 from messaging.services.receipts import match_unmatched, match_unmatched_many
 from messaging.status import Status, decide, roll_up, sender_may
 
@@ -316,7 +316,7 @@ def _record_error(message: Message, owner: str, exc: SendError) -> str:
         return _finish_locked(message, owner, status, code=exc.code, text=text)
     if message.attempts < settings.SENDER_MAX_ATTEMPTS:
         return _retry_later(message, owner, exc)
-    fallback = next_fallback(message.provider)
+    fallback = next_fallback(message.provider, message)
     if fallback:
         return _fail_over(message, owner, fallback, exc)
     return _finish_locked(
@@ -325,13 +325,18 @@ def _record_error(message: Message, owner: str, exc: SendError) -> str:
     )  # fmt: skip
 
 
-def next_fallback(current: str) -> str:
+def next_fallback(current: str, message: Message | None = None) -> str:
+    """The next enabled provider of the failover chain after `current`; for a message, only one
+    it may use (messages.may_use: a test key's never leaves the sandbox, a client's stays within
+    its allowed providers)."""
     chain = [providers.default_name()] + [
         p for p in settings.SMS_FALLBACK_PROVIDERS if p != providers.default_name()
     ]
     if current not in chain:
         return ""
     rest = [p for p in chain[chain.index(current) + 1 :] if providers.is_enabled(p)]
+    if message is not None:
+        rest = [p for p in rest if messages.may_use(message.client, message.api_key, p)]
     return rest[0] if rest else ""
 
 

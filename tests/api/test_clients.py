@@ -516,3 +516,35 @@ def test_client_rate_limits_are_counted_in_the_shared_cache(tenants, settings):
         from django.core.cache import cache
 
         cache.delete_pattern("*")  # this test's prefix only (clear() would flush the database)
+
+
+@pytest.mark.parametrize(
+    ("kind", "allowed", "after"),
+    [
+        ("test", [], "sandbox"),  # a test key's message never fails over to a real provider
+        ("live", ["sandbox"], "sandbox"),  # nor a client's outside the providers it allows
+        ("live", [], "twilio"),  # otherwise failover works as before
+        ("live", ["sandbox", "twilio"], "twilio"),
+    ],
+)
+def test_failover_respects_test_keys_and_allowed_providers(
+    tenants, two_providers, settings, monkeypatch, kind, allowed, after
+):
+    from messaging.providers.base import RetryableSendError
+    from messaging.providers.sandbox import SandboxProvider
+    from messaging.services.sending import claim_due, send_one
+
+    def always_busy(self, sms, session):
+        raise RetryableSendError("sandbox: busy", code="busy")
+
+    monkeypatch.setattr(SandboxProvider, "send", always_busy)
+    settings.SENDER_MAX_ATTEMPTS = 1
+    settings.SMS_FALLBACK_PROVIDERS = ["twilio"]
+    Client.objects.filter(slug="alpha").update(allowed_providers=allowed)
+    r = send(tenants["alpha"][kind], provider="sandbox")
+    assert r.status_code == 202, r.json()
+    [claimed] = claim_due(10, "test")
+    send_one(claimed, session=None, owner="test")
+    message = Message.objects.get(pk=r.json()["id"])
+    assert message.provider == after
+    assert message.status == ("failed" if after == "sandbox" else "queued")
