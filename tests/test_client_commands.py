@@ -48,6 +48,9 @@ def test_create_api_key_refuses_unknown_and_inactive_clients():
     clients.deactivate(clients.create_client("Gone", slug="gone"))
     with pytest.raises(CommandError, match="inactive"):
         run("create_api_key", "gone", "--name", "x")
+    clients.create_client("Here", slug="here")
+    with pytest.raises(CommandError, match="at most 100"):
+        run("create_api_key", "here", "--name", "x" * 101)
     assert not ApiKey.objects.exists()
 
 

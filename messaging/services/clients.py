@@ -115,11 +115,14 @@ def create_api_key(client: Client, *, name: str, kind: str = ApiKey.Kind.LIVE, c
     its visible prefix are stored; the returned IssuedKey.key is the only copy of the secret."""
     if kind not in ApiKey.Kind.values:
         raise ValidationError(f"Unknown key kind '{kind}'.", code="kind")
+    name = name.strip() or "unnamed"
+    if len(name) > ApiKey._meta.get_field("name").max_length:
+        raise ValidationError("A key's name is at most 100 characters.", code="name")
     secret = secrets.token_urlsafe(32)
     key = f"{KEY_PREFIX}{kind}_{secret}"
     api_key = ApiKey.objects.create(
         client=client,
-        name=name.strip() or "unnamed",
+        name=name,
         kind=kind,
         prefix=f"{KEY_PREFIX}{kind}_{secret[:VISIBLE_SECRET_CHARS]}",
         hashed_key=hash_key(key),

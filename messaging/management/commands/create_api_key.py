@@ -1,3 +1,4 @@
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from messaging.models import ApiKey, Client
@@ -25,6 +26,9 @@ class Command(BaseCommand):
         if not owner.is_active:
             raise CommandError(f"Client '{client}' is inactive: its keys would be refused.")
         kind = ApiKey.Kind.TEST if test else ApiKey.Kind.LIVE
-        issued = clients.create_api_key(owner, name=name, kind=kind)
+        try:
+            issued = clients.create_api_key(owner, name=name, kind=kind)
+        except ValidationError as exc:
+            raise CommandError("; ".join(exc.messages)) from None
         self.stdout.write(f"{kind} key {issued.api_key.prefix}… for {owner.slug} ({name}):")
         self.stdout.write(issued.key)
