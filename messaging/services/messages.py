@@ -138,17 +138,19 @@ def resend(
     reason: str = "",
 ):
     """A new message of the same client, linked to `original`; the original keeps its status.
-    `api_key` is the caller's (API resends); staff resends keep the original's, so a message a
-    test key created is resent through the sandbox too."""
+    `api_key` is the caller's (API resends). A staff resend of a message a test key created
+    keeps that key, so it is a test message too and goes through the sandbox."""
     if original.direction != Direction.OUTBOUND or original.status not in RESENDABLE:
         raise NotResendable(f"A {original.status} message cannot be resent.")
+    if api_key is None and original.api_key_id and original.api_key.kind == ApiKey.Kind.TEST:
+        api_key = original.api_key
     with transaction.atomic():
         new = create_outbound(
             to=original.to_number,
             body=original.body,
             source=source,
             client=original.client,
-            api_key=api_key or original.api_key,
+            api_key=api_key,
             provider=provider or original.provider,
             sender=original.from_number,
             client_reference=original.client_reference,

@@ -324,9 +324,14 @@ def test_test_keys_always_send_through_the_sandbox(tenants, two_providers):
     message.refresh_from_db()
     staff_copy = messages.resend(message, source="admin", provider="twilio")
     assert staff_copy.provider == "sandbox" and staff_copy.client == alpha["client"]
+    assert staff_copy.api_key == alpha["test"].api_key
     # The same request with the live key goes where it asked.
     live = send(alpha["live"], provider="twilio").json()
     assert (live["provider"], live["test"]) == ("twilio", False)
+    # A staff resend of a live message is a staff send: no key of its own.
+    Message.objects.filter(pk=live["id"]).update(status="failed")
+    staff_live = messages.resend(Message.objects.get(pk=live["id"]), source="admin")
+    assert staff_live.api_key is None and staff_live.provider == "twilio"
 
 
 def test_test_key_messages_never_reach_a_real_provider_when_sent(tenants, two_providers):
