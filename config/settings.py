@@ -44,6 +44,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "messaging.logging.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "messaging.api.problems.ProblemMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -138,7 +139,7 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
-    "EXCEPTION_HANDLER": "messaging.api.errors.exception_handler",
+    "EXCEPTION_HANDLER": "messaging.api.problems.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Herald SMS API",
@@ -149,12 +150,24 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "messaging.api.schema.postprocess",
+    ],
 }
 
 # --- Herald ---
 PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 API_RATE_LIMIT = env("API_RATE_LIMIT", default="600/m")
 API_SEND_RATE_LIMIT = env("API_SEND_RATE_LIMIT", default="300/m")
+# Larger API request bodies are refused with 413 before they are read (a 1,000-recipient batch
+# with variables is about 200 kB).
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1_048_576)
+BATCH_MAX_RECIPIENTS = env.int("BATCH_MAX_RECIPIENTS", default=1000)
+# Estimated prices for quotes: {"provider or *": {"country code or *": price per segment}}, as
+# JSON, e.g. {"sinch": {"GB": "0.035", "*": "0.05"}}; empty: quotes carry no price.
+SMS_PRICES = env.json("SMS_PRICES", default={})
+SMS_PRICE_CURRENCY = env("SMS_PRICE_CURRENCY", default="EUR")
 WEBHOOK_RATE_LIMIT = env("WEBHOOK_RATE_LIMIT", default="60000/m")
 WEBHOOK_MAX_BODY_BYTES = env.int("WEBHOOK_MAX_BODY_BYTES", default=1_048_576)
 RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
 from config.providers import PROVIDER_SPECS, VONAGE_SIGNATURE_METHODS, WEBHOOK_AUTH_OPTIONS
+from messaging import pricing
 
 
 @register()
@@ -57,6 +58,7 @@ def providers_configured(app_configs, **kwargs):
                 id="herald.E009",
             )
         )
+    errors.extend(pricing.check_table(settings.SMS_PRICES))
     return errors
 
 

@@ -35,3 +35,9 @@ def analyse(body: str) -> tuple:
         return GSM7, _segments(widths, 160, 153)
     widths = [2 if ord(c) > 0xFFFF else 1 for c in body]
     return UCS2, _segments(widths, 70, 67)
+
+
+def ucs2_characters(body: str) -> list[str]:
+    """The characters that force UCS-2 (outside both GSM-7 tables), each once, in order."""
+    seen = dict.fromkeys(c for c in body if c not in GSM7_BASIC and c not in GSM7_EXTENSION)
+    return list(seen)

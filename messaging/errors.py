@@ -31,3 +31,17 @@ class IdempotencyConflict(HeraldError):
     """An Idempotency-Key this client already used, with another request."""
 
     code = "idempotency_conflict"
+
+
+class InvalidRequest(HeraldError):
+    """Input a service refused; `field` names the request field it concerns, when one does."""
+
+    code = "invalid"
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidHeader(HeraldError):
+    code = "invalid_header"

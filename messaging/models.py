@@ -396,16 +396,47 @@ class IdempotencyKey(models.Model):
     client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
     key = models.CharField(max_length=255)
     fingerprint = models.CharField(max_length=64)  # sha256 of the canonical request body
-    message = models.ForeignKey(Message, on_delete=models.CASCADE)
+    # What the key created: one message (a send, a resend) or one batch.
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.CASCADE)
+    batch = models.ForeignKey(
+        "MessageBatch", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["client", "key"], name="idempotency_key_unique")
+            models.UniqueConstraint(fields=["client", "key"], name="idempotency_key_unique"),
+            models.CheckConstraint(
+                condition=Q(message__isnull=False, batch__isnull=True)
+                | Q(message__isnull=True, batch__isnull=False),
+                name="idempotency_key_one_target",
+            ),
         ]
 
     def __str__(self):
         return self.key
+
+
+class MessageBatch(models.Model):
+    """One batch send: many messages created in one transaction. `result` is the answer the
+    API gave (ids by recipient index, opted-out and invalid recipients), replayed as it was for
+    the same Idempotency-Key."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="batches")
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    recipients = models.PositiveIntegerField()
+    accepted = models.PositiveIntegerField()
+    result = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"batch {self.pk} ({self.accepted}/{self.recipients})"
 
 
 class SandboxReceipt(models.Model):

@@ -27,6 +27,7 @@ from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import (  # noqa: E402
     content_type_conformance,
     response_schema_conformance,
+    status_code_conformance,
 )
 
 from messaging.models import Client, Message  # noqa: E402
@@ -83,7 +84,12 @@ def test_valid_requests_conform(case, api_state):
         case.path_parameters["id"] = api_state["message_id"]
     response = case.call_and_validate(
         headers=headers(api_state),
-        checks=[not_a_server_error, content_type_conformance, response_schema_conformance],
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
     )
     assert response.status_code < 500
 
@@ -91,7 +97,15 @@ def test_valid_requests_conform(case, api_state):
 @negative.parametrize()
 @EXAMPLES
 def test_invalid_requests_are_never_a_5xx(case, api_state):
-    response = case.call_and_validate(headers=headers(api_state), checks=[not_a_server_error])
+    response = case.call_and_validate(
+        headers=headers(api_state),
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
+    )
     assert response.status_code < 500, (response.status_code, response.text[:300])
 
 

@@ -6,6 +6,7 @@ every web process counts together):
   requests without a valid key           "api-anon"  API_RATE_LIMIT, per IP
 
 Counted per client, whichever of its keys is used. Over the limit: 429 with Retry-After.
+Every answer carries RateLimit-Limit, -Remaining and -Reset (add_headers).
 """
 
 from django.conf import settings
@@ -50,5 +51,16 @@ def _count(request, group, key, rate) -> None:
     if not settings.RATELIMIT_ENABLE:
         return
     usage = get_usage(request, group=group, key=key, rate=rate, increment=True)
+    request.rate_limit_usage = usage  # for the headers, on this answer whatever it is
     if usage and usage["should_limit"]:
         raise Throttled(wait=max(1, int(usage["time_left"])))
+
+
+def add_headers(response, usage) -> None:
+    """RateLimit-Limit, -Remaining and -Reset (draft-ietf-httpapi-ratelimit-headers) of the
+    limit this request counted against."""
+    if not usage:
+        return
+    response["RateLimit-Limit"] = str(usage["limit"])
+    response["RateLimit-Remaining"] = str(max(0, usage["limit"] - usage["count"]))
+    response["RateLimit-Reset"] = str(max(0, int(usage["time_left"])))

@@ -1,31 +1,49 @@
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from messaging import validation
+from messaging.api.fields import (
+    StrictBooleanField,
+    StrictCharField,
+    StrictDateTimeField,
+    StrictJSONObjectField,
+    StrictListField,
+    StrictSerializer,
+)
 from messaging.models import ApiKey, Message, StatusEvent
 
 SENDER_MAX = 32
+REFERENCE_MAX = 100
 
 
-class MessageCreateSerializer(serializers.Serializer):
-    to = serializers.CharField(help_text="Recipient in E.164, e.g. +447700900123.")
-    body = serializers.CharField(
+class MessageInputSerializer(StrictSerializer):
+    """What a send and a quote take (a quote ignores nothing: the same body, the same checks)."""
+
+    to = StrictCharField(help_text="Recipient in E.164, e.g. +447700900123.")
+    body = StrictCharField(
         trim_whitespace=False, help_text="Message text; GSM-7 or UCS-2 is chosen automatically."
     )
-    provider = serializers.CharField(
+    provider = StrictCharField(
         required=False, help_text="One of the enabled providers; the default when omitted."
     )
-    client_reference = serializers.CharField(required=False, max_length=100, allow_blank=True)
-    send_at = serializers.DateTimeField(required=False, help_text="Send later (ISO 8601).")
-    metadata = serializers.JSONField(required=False, help_text="Free-form JSON object.")
+    client_reference = StrictCharField(required=False, max_length=REFERENCE_MAX, allow_blank=True)
+    send_at = StrictDateTimeField(
+        required=False, help_text="Send later: ISO 8601 with a UTC offset or Z."
+    )
+    metadata = StrictJSONObjectField(
+        required=False, help_text="A JSON object of your own, up to 4 KiB; returned as given."
+    )
 
     def get_fields(self):
         fields = super().get_fields()
         # `from` is a Python keyword, so the field is declared here.
-        fields["from"] = serializers.CharField(
+        fields["from"] = StrictCharField(
             required=False,
             allow_blank=True,
             max_length=SENDER_MAX,
-            help_text="Sender id or number; the provider's configured sender when omitted.",
+            help_text="Sender: a number in E.164 or an alphanumeric id of 1-11 characters; the "
+            "provider's configured sender when omitted.",
         )
         return fields
 
@@ -41,19 +59,68 @@ class MessageCreateSerializer(serializers.Serializer):
     def validate_send_at(self, value):
         return validation.clean_send_at(value)
 
-    def validate_metadata(self, value):
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("metadata must be a JSON object.")
-        if len(str(value)) > 4096:
-            raise serializers.ValidationError("metadata must be under 4 KiB.")
+    def validate(self, attrs):
+        if "from" in attrs:
+            try:
+                attrs["from"] = validation.clean_sender(attrs["from"])
+            except DjangoValidationError as exc:
+                raise serializers.ValidationError({"from": exc.messages}) from None
+        return attrs
+
+
+MessageCreateSerializer = MessageInputSerializer
+
+
+class RecipientSerializer(StrictSerializer):
+    """One entry of a batch's `recipients` (documentation: the batch service checks them, all
+    at once, in messaging/services/batches.py)."""
+
+    to = StrictCharField(help_text="Recipient in E.164.")
+    client_reference = StrictCharField(required=False, max_length=REFERENCE_MAX)
+    variables = StrictJSONObjectField(
+        required=False,
+        help_text='Values for the body\'s {{name}} placeholders, e.g. {"name": "Ann"}.',
+    )
+
+
+class BatchCreateSerializer(MessageInputSerializer):
+    body = StrictCharField(
+        trim_whitespace=False,
+        help_text="Message text for every recipient, with {{name}} placeholders filled from "
+        "each recipient's variables.",
+    )
+    recipients = StrictListField(
+        max_length=settings.BATCH_MAX_RECIPIENTS,
+        child=RecipientSerializer(),
+        help_text="Up to BATCH_MAX_RECIPIENTS (1,000) recipients.",
+    )
+    partial = StrictBooleanField(
+        required=False,
+        default=False,
+        help_text="false (default): one invalid recipient refuses the whole batch. true: the "
+        "valid ones are sent and the invalid ones listed.",
+    )
+
+    def get_fields(self):
+        fields = super().get_fields()
+        del fields["to"], fields["client_reference"]
+        return fields
+
+    def validate_body(self, value):
+        if not value.strip():
+            raise serializers.ValidationError("The message body must not be empty.")
         return value
 
 
-class ResendSerializer(serializers.Serializer):
-    provider = serializers.CharField(required=False, help_text="Send through another provider.")
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=500)
+class ResendSerializer(StrictSerializer):
+    provider = StrictCharField(required=False, help_text="Send through another provider.")
+    reason = StrictCharField(required=False, allow_blank=True, max_length=500)
 
-    validate_provider = MessageCreateSerializer.validate_provider
+    validate_provider = MessageInputSerializer.validate_provider
+
+
+class CancelSerializer(StrictSerializer):
+    reason = StrictCharField(required=False, allow_blank=True, max_length=500)
 
 
 class StatusEventSerializer(serializers.ModelSerializer):
@@ -134,3 +201,25 @@ class MessageDetailSerializer(MessageSerializer):
 
     class Meta(MessageSerializer.Meta):
         fields = MessageSerializer.Meta.fields + ["events"]
+
+
+class QuoteSerializer(serializers.Serializer):
+    provider = serializers.CharField(help_text="The provider this send would go through.")
+    encoding = serializers.ChoiceField(choices=["GSM-7", "UCS-2"])
+    segments = serializers.IntegerField(help_text="SMS parts this body takes (billed each).")
+    characters = serializers.IntegerField()
+    ucs2_characters = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="The characters that force UCS-2 (70 characters a part instead of 160); "
+        "empty for GSM-7.",
+    )
+    country = serializers.CharField(help_text="ISO 3166 country of the number ('' if none).")
+    price_per_segment = serializers.CharField(
+        allow_null=True, help_text="A decimal string, from SMS_PRICES; null when none matches."
+    )
+    price = serializers.CharField(
+        allow_null=True,
+        help_text="Estimated, a decimal string: segments x price_per_segment; null when "
+        "SMS_PRICES has no entry for the provider and country.",
+    )
+    currency = serializers.CharField(help_text="'' when there is no price.")

@@ -1,30 +1,34 @@
-"""The message API: thin views that validate, call one service and serialise.
+"""The message API: thin views that validate, call one service and serialise. Errors are
+problem documents (messaging/api/problems.py); the schema's common answers are
+messaging/api/schema.py.
 
 Every view is a ClientScopedViewSet: its rows come from a selector that takes the caller's
 client, and subclasses cannot replace that (see ClientScopedViewSet), so another client's id is
 a 404 by construction.
 """
 
-import hashlib
-import json
-
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from messaging import selectors
-from messaging.api import ratelimit
+from messaging.api import ratelimit, schema
 from messaging.api.filters import MessageFilter
+from messaging.api.problems import field_errors
 from messaging.api.serializers import (
-    MessageCreateSerializer,
+    BatchCreateSerializer,
+    CancelSerializer,
     MessageDetailSerializer,
+    MessageInputSerializer,
     MessageSerializer,
+    QuoteSerializer,
     ResendSerializer,
 )
 from messaging.models import ApiKey, Message, Source
-from messaging.services import messages
+from messaging.services import batches, idempotency, messages, quotes
 
 
 class ClientScopedViewSet(viewsets.GenericViewSet):
@@ -60,6 +64,11 @@ class ClientScopedViewSet(viewsets.GenericViewSet):
         ratelimit.enforce(request)
         super().initial(request, *args, **kwargs)
 
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        ratelimit.add_headers(response, getattr(request, "rate_limit_usage", None))
+        return response
+
     def get_queryset(self):
         if self.client is None:
             # Only reached without a key by schema generation (requests without one are a 401
@@ -78,22 +87,14 @@ class MessagePagination(CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 500
 
-
-IDEMPOTENCY_HEADER = OpenApiParameter(
-    "Idempotency-Key",
-    location=OpenApiParameter.HEADER,
-    required=False,
-    description="Repeat a request safely: the same key and body return the original message "
-    "(200); the same key with another body is refused (409). Keys are per client.",
-)
-
-
-def fingerprint(data, *scope) -> str:
-    """The canonical request an Idempotency-Key stands for: the body, and for a resend which
-    message it resends (a create's fingerprint is the body alone, as keys stored before resends
-    had keys were computed)."""
-    canonical = [*scope, data] if scope else data
-    return hashlib.sha256(json.dumps(canonical, sort_keys=True, default=str).encode()).hexdigest()
+    def decode_cursor(self, request):
+        # DRF answers a cursor it cannot read with 404; it is a bad parameter, not a missing page.
+        try:
+            return super().decode_cursor(request)
+        except NotFound:
+            raise ValidationError(
+                {"cursor": ["Not a cursor this API gave: follow `next`."]}
+            ) from None
 
 
 def created(message, replayed: bool) -> Response:
@@ -112,30 +113,42 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ClientSco
 
     def refine_queryset(self, queryset):
         queryset = queryset.prefetch_related("parts", "resends")
-        if self.action == "retrieve":
+        if self.action in ("retrieve", "cancel"):
             queryset = queryset.prefetch_related("events__actor")
         return queryset
 
     def get_serializer_class(self):
         return {
-            "create": MessageCreateSerializer,
+            "create": MessageInputSerializer,
+            "quote": MessageInputSerializer,
+            "batch": BatchCreateSerializer,
             "retrieve": MessageDetailSerializer,
             "resend": ResendSerializer,
+            "cancel": CancelSerializer,
         }.get(self.action, MessageSerializer)
 
+    def _input(self, serializer_class, request):
+        serializer = serializer_class(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
     @extend_schema(
-        request=MessageCreateSerializer,
-        responses={200: MessageDetailSerializer, 202: MessageDetailSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
+        request=MessageInputSerializer,
+        responses=schema.responses(
+            {200: MessageDetailSerializer, 202: MessageDetailSerializer}, 400, 409, 422
+        ),
+        parameters=[schema.IDEMPOTENCY_HEADER],
+        examples=schema.SEND_EXAMPLES,
+        description="Queue one message. 202 with the message; 200 with the original message "
+        "when the same Idempotency-Key and body were sent before.",
     )
     def create(self, request):
-        serializer = MessageCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        message, replayed = messages.idempotent(
+        key = idempotency.clean_key(request.headers.get("Idempotency-Key"))
+        data = self._input(MessageInputSerializer, request)
+        message, replayed = idempotency.run(
             self.client,
-            request.headers.get("Idempotency-Key", "").strip(),
-            fingerprint(request.data),
+            key,
+            idempotency.fingerprint(request.data),
             lambda: messages.create_outbound(
                 to=data["to"],
                 body=data["body"],
@@ -152,20 +165,79 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ClientSco
         return created(message, replayed)
 
     @extend_schema(
+        request=MessageInputSerializer,
+        responses=schema.responses({200: QuoteSerializer}, 400),
+        description="What this send would be, without sending it: segments, encoding, the "
+        "characters that force UCS-2, the provider, and an estimated price when SMS_PRICES "
+        "has one. Takes exactly what a send takes.",
+    )
+    @action(detail=False, methods=["post"])
+    def quote(self, request):
+        data = self._input(MessageInputSerializer, request)
+        result = quotes.quote(
+            to=data["to"],
+            body=data["body"],
+            provider=data.get("provider", ""),
+            client=self.client,
+            api_key=self.api_key,
+        )
+        return Response(QuoteSerializer(result.as_dict()).data)
+
+    @extend_schema(
+        request=BatchCreateSerializer,
+        responses=schema.responses(
+            {200: schema.BatchResultSerializer, 202: schema.BatchResultSerializer}, 400, 409
+        ),
+        parameters=[schema.IDEMPOTENCY_HEADER],
+        examples=schema.BATCH_EXAMPLES,
+        description="One text to up to 1,000 recipients, created in one transaction. Invalid "
+        "recipients are reported by index (`#/recipients/3/to`): without `partial` nothing is "
+        "created; with it the valid ones are. Opted-out recipients are listed, not sent.",
+    )
+    @action(detail=False, methods=["post"])
+    def batch(self, request):
+        key = idempotency.clean_key(request.headers.get("Idempotency-Key"))
+        data = self._input(BatchCreateSerializer, request)
+        valid, invalid = batches.check_recipients(data["recipients"], data["body"])
+        if invalid and (not data["partial"] or not valid):
+            raise ValidationError({"recipients": invalid})
+        errors = {i: field_errors(e, f"#/recipients/{i}") for i, e in invalid.items()}
+        batch, replayed = idempotency.run(
+            self.client,
+            key,
+            idempotency.fingerprint(request.data),
+            lambda: batches.create_batch(
+                client=self.client,
+                api_key=self.api_key,
+                recipients=valid,
+                invalid=errors,
+                provider=data.get("provider", ""),
+                sender=data.get("from", ""),
+                send_at=data.get("send_at"),
+                metadata=data.get("metadata"),
+            ),
+        )
+        response = Response(batch.result, status=200 if replayed else 202)
+        if replayed:
+            response["Idempotent-Replayed"] = "true"
+        return response
+
+    @extend_schema(
         request=ResendSerializer,
-        responses={200: MessageDetailSerializer, 202: MessageDetailSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
+        responses=schema.responses(
+            {200: MessageDetailSerializer, 202: MessageDetailSerializer}, 400, 404, 409
+        ),
+        parameters=[schema.IDEMPOTENCY_HEADER],
     )
     @action(detail=True, methods=["post"])
     def resend(self, request, pk=None):
+        key = idempotency.clean_key(request.headers.get("Idempotency-Key"))
         original = self.get_object()
-        serializer = ResendSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        message, replayed = messages.idempotent(
+        data = self._input(ResendSerializer, request)
+        message, replayed = idempotency.run(
             self.client,
-            request.headers.get("Idempotency-Key", "").strip(),
-            fingerprint(request.data, "resend", str(original.pk)),
+            key,
+            idempotency.fingerprint(request.data, "resend", str(original.pk)),
             lambda: messages.resend(
                 original,
                 source=Source.API,
@@ -175,3 +247,24 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ClientSco
             ),
         )
         return created(message, replayed)
+
+    @extend_schema(
+        request=CancelSerializer,
+        responses=schema.responses({200: MessageDetailSerializer}, 400, 404, 409),
+        description="Cancel a queued or scheduled message before it is sent; 409 once the "
+        "sender has it (or it is final).",
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        message = self.get_object()
+        data = self._input(CancelSerializer, request)
+        messages.cancel(message, source=Source.API, reason=data.get("reason", ""))
+        return Response(MessageDetailSerializer(self.get_object()).data)
+
+    @extend_schema(responses=schema.responses({200: MessageSerializer(many=True)}, 400))
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(responses=schema.responses({200: MessageDetailSerializer}, 404))
+    def retrieve(self, request, *args, **kwargs):
+        return super().retrieve(request, *args, **kwargs)

@@ -26,6 +26,7 @@ import requests
 from django.conf import settings
 
 from messaging.status import Status
+from messaging.text import unstorable
 
 # --- Normalised types -------------------------------------------------------------------------
 
@@ -203,21 +204,9 @@ def _finite_float(text):
 
 def check_storable(value):
     """Refuse any string (or key) holding U+0000 or a lone surrogate, anywhere in `value`."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                raise WebhookParseError("payload contains a NUL character")
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                raise WebhookParseError("payload contains an unpaired surrogate") from None
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
+    reason = unstorable(value)
+    if reason:
+        raise WebhookParseError(f"payload {reason}")
 
 
 def _bounded(label, value, limit):

@@ -1,12 +1,10 @@
-"""Creating, resending and cancelling outbound messages, and making a create or resend
-idempotent per client."""
+"""Creating, resending and cancelling outbound messages (idempotency: services/idempotency.py)."""
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from messaging import encoding, providers
 from messaging.errors import (
-    IdempotencyConflict,
     NotCancellable,
     NotResendable,
     OptedOut,
@@ -17,7 +15,6 @@ from messaging.models import (
     ApiKey,
     Client,
     Direction,
-    IdempotencyKey,
     Message,
     OptOut,
     Source,
@@ -192,34 +189,3 @@ def cancel(message: Message, *, source: str = Source.ADMIN, actor=None, reason: 
             note="cancelled" + (f": {reason}" if reason else ""),
         )
     return locked
-
-
-def idempotent(client: Client, key: str, fingerprint: str, create) -> tuple[Message, bool]:
-    """Run `create()` (which returns a new message) at most once per `Idempotency-Key` of
-    `client`: returns (message, replayed). A key this client used before with the same
-    fingerprint replays its message; with another fingerprint it is an IdempotencyConflict.
-    Keys are per client: two clients using the same string never meet. Without a key,
-    `create()` just runs."""
-    if not key:
-        return create(), False
-    key = key[:255]
-    stored = _stored_key(client, key)
-    if stored is None:
-        try:
-            with transaction.atomic():
-                message = create()
-                IdempotencyKey.objects.create(
-                    client=client, key=key, fingerprint=fingerprint, message=message
-                )
-            return message, False
-        except IntegrityError:  # a concurrent request with the same key won the race
-            stored = _stored_key(client, key)
-            if stored is None:
-                raise
-    if stored.fingerprint != fingerprint:
-        raise IdempotencyConflict("This Idempotency-Key was used with a different request.")
-    return stored.message, True
-
-
-def _stored_key(client, key):
-    return IdempotencyKey.objects.select_related("message").filter(client=client, key=key).first()

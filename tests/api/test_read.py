@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from messaging.models import Message, StatusEvent
 from messaging.services import messages
+from tests.api import problems
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/messages/"
@@ -77,14 +78,14 @@ def test_resend_refused_for_other_statuses(api, status):
     original = make(status=status)
     r = api.post(f"{URL}{original.pk}/resend/", {}, format="json")
     assert r.status_code == 409
-    assert r.json()["code"] == "not_resendable"
+    assert problems.code(r) == "not-resendable"
     assert Message.objects.count() == 1
 
 
 def test_resend_to_unknown_provider_is_400(api):
     original = make(status="failed")
     r = api.post(f"{URL}{original.pk}/resend/", {"provider": "nope"}, format="json")
-    assert r.status_code == 400 and "provider" in r.json()
+    assert r.status_code == 400 and "provider" in problems.fields(r)
 
 
 def test_schema_and_docs_are_served_offline(client):

@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from messaging.models import IdempotencyKey, Message, OptOut, StatusEvent
 from messaging.services import clients
+from tests.api import problems
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/messages/"
@@ -60,14 +61,14 @@ def test_encoding_and_segments_computed_before_sending(api):
 def test_field_errors(api, data, field):
     r = post(api, data)
     assert r.status_code == 400
-    assert field in r.json(), r.json()
+    assert field in problems.fields(r), r.json()
     assert Message.objects.count() == 0
 
 
 def test_send_at_in_the_past_is_refused_and_future_is_scheduled(api):
     past = (timezone.now() - timedelta(minutes=5)).isoformat()
     r = post(api, {"to": "+447911123457", "body": "x", "send_at": past})
-    assert r.status_code == 400 and "send_at" in r.json()
+    assert r.status_code == 400 and "send_at" in problems.fields(r)
     future = timezone.now() + timedelta(hours=1)
     r = post(api, {"to": "+447911123457", "body": "x", "send_at": future.isoformat()})
     assert r.status_code == 202
@@ -79,7 +80,7 @@ def test_opted_out_number_is_422(api):
     OptOut.objects.create(phone_number="+447911123457")
     r = post(api, {"to": "+447911123457", "body": "x"})
     assert r.status_code == 422
-    assert r.json()["code"] == "opted_out" and "to" in r.json()
+    assert problems.code(r) == "opted-out" and "to" in problems.fields(r)
     assert Message.objects.count() == 0
 
 
