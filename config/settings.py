@@ -143,7 +143,17 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Herald SMS API",
-    "DESCRIPTION": "Send SMS through several providers and read their delivery audit trail.",
+    "DESCRIPTION": (
+        "Send SMS through several providers and read their delivery audit trail.\n\n"
+        "**Errors** are RFC 9457 problem documents (`application/problem+json`: `type`, "
+        "`title`, `status`, `detail`, `code`, and `errors` with a JSON pointer per field); "
+        "`GET /api/v1/problems/{code}` describes each type.\n\n"
+        "**Rate limits** are per client: reads `API_RATE_LIMIT` (600/min by default), sends "
+        "also `API_SEND_RATE_LIMIT` (300/min). Every answer carries `RateLimit-Limit`, "
+        "`RateLimit-Remaining` and `RateLimit-Reset`; a 429 adds `Retry-After`.\n\n"
+        "**Input is strict**: JSON types are checked, unknown fields are refused, `send_at` "
+        "needs a UTC offset."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
