@@ -52,6 +52,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Admin pages show times in the staff user's (browser's) zone, else UTC.
+    "messaging.admin.timezone.StaffTimeZoneMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

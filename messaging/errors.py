@@ -19,3 +19,10 @@ class NotResendable(HeraldError):
 
 class NotCancellable(HeraldError):
     code = "not_cancellable"
+
+
+class AlreadyResent(HeraldError):
+    """A second resend of the same message, without saying it is meant (staff: "send again
+    anyway" with a reason)."""
+
+    code = "already_resent"

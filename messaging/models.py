@@ -157,6 +157,7 @@ class Message(models.Model):
             ("resend_message", "Can resend a message"),
             ("cancel_message", "Can cancel a queued message"),
             ("view_dashboard", "Can view the delivery dashboard"),
+            ("export_message_body", "Can export message text in the CSV export"),
         ]
         indexes = [
             models.Index(fields=["-created_at"], name="msg_created_idx"),

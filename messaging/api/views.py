@@ -150,5 +150,8 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
             actor=request.user,
             provider=serializer.validated_data.get("provider", ""),
             reason=serializer.validated_data.get("reason", ""),
+            # An API client may resend a message more than once on purpose; a retried request
+            # is what must not double, and that is the Idempotency-Key's job.
+            repeat=True,
         )
         return Response(MessageDetailSerializer(new).data, status=status.HTTP_202_ACCEPTED)

@@ -4,9 +4,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from messaging import encoding, providers
-from messaging.errors import NotCancellable, NotResendable, OptedOut, ProviderNotEnabled
+from messaging.errors import (
+    AlreadyResent,
+    NotCancellable,
+    NotResendable,
+    OptedOut,
+    ProviderNotEnabled,
+)
 from messaging.models import Client, Direction, Message, OptOut, Source, StatusEvent
-from messaging.status import CANCELLABLE, RESENDABLE, Status
+from messaging.status import Status, can_cancel, can_resend
 
 
 def is_opted_out(number: str) -> bool:
@@ -68,11 +74,31 @@ def create_outbound(
     return message
 
 
-def resend(original: Message, *, source: str, actor=None, provider: str = "", reason: str = ""):
-    """A new message linked to `original`; the original keeps its status."""
-    if original.direction != Direction.OUTBOUND or original.status not in RESENDABLE:
+def resend(
+    original: Message,
+    *,
+    source: str,
+    actor=None,
+    provider: str = "",
+    reason: str = "",
+    repeat: bool = False,
+):
+    """A new message linked to `original`; the original keeps its status.
+
+    A message that was resent already is refused unless `repeat` says a further copy is meant
+    (staff tick "send again anyway", with the reason every staff resend has): two staff, or one
+    double click, must not send the same text twice. The original's row lock makes the check
+    and the new copy one step."""
+    if not can_resend(original):
         raise NotResendable(f"A {original.status} message cannot be resent.")
     with transaction.atomic():
+        Message.objects.select_for_update().only("pk").get(pk=original.pk)
+        earlier = original.resends.order_by("-created_at").first()
+        if earlier is not None and not repeat:
+            raise AlreadyResent(
+                f"It was resent already as {earlier.pk} ({earlier.status}); "
+                'tick "send again anyway" to send another copy.'
+            )
         new = create_outbound(
             to=original.to_number,
             body=original.body,
@@ -98,12 +124,14 @@ def resend(original: Message, *, source: str, actor=None, provider: str = "", re
 
 
 def cancel(message: Message, *, source: str = Source.ADMIN, actor=None, reason: str = ""):
-    """Cancel a message that has not been handed to the sender yet."""
+    """Cancel a message that has not been handed to the sender yet: it becomes `cancelled`, a
+    final status of its own (not a provider's rejection). The error code `cancelled` stays, as
+    before, for API clients that look for it."""
     with transaction.atomic():
         locked = Message.objects.select_for_update().get(pk=message.pk)
-        if locked.status not in CANCELLABLE:
+        if not can_cancel(locked):
             raise NotCancellable(f"A {locked.status} message cannot be cancelled.")
-        locked.status = Status.REJECTED
+        locked.status = Status.CANCELLED
         locked.error_code = "cancelled"
         locked.error_text = reason or "Cancelled before sending."
         locked.completed_at = timezone.now()
@@ -112,7 +140,7 @@ def cancel(message: Message, *, source: str = Source.ADMIN, actor=None, reason: 
         )
         StatusEvent.objects.create(
             message=locked,
-            status=Status.REJECTED,
+            status=Status.CANCELLED,
             error_code="cancelled",
             source=source,
             actor=actor,

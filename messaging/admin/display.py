@@ -1,10 +1,49 @@
-"""Presentation helpers for the admin: what an error code means, and stored payloads and
-webhook bodies shown readably."""
+"""Presentation helpers for the admin: status badges, times, what an error code means, what a
+timeline event did, and stored payloads and webhook bodies shown readably."""
 
 import json
+import re
+from datetime import UTC
 from urllib.parse import parse_qsl
 
+from django.utils import timezone
+from django.utils.html import format_html
+
 from messaging import providers
+
+# --- statuses ------------------------------------------------------------------------------------
+
+
+def status_badge(status: str):
+    """The coloured status pill; its colour comes from admin.css (no inline style, for CSP)."""
+    return format_html('<span class="herald-status herald-status-{}">{}</span>', status, status)
+
+
+# --- times ---------------------------------------------------------------------------------------
+# Every time in the admin reads the same way: date, time to the second, and the zone's name. The
+# zone is the staff user's (their browser's, see messaging/admin/timezone.py) or UTC.
+
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S %Z"
+
+
+def when_text(value) -> str:
+    if value is None:
+        return "-"
+    return timezone.localtime(value).strftime(TIME_FORMAT)
+
+
+def when(value):
+    """A <time> element: the readable local time, with the exact instant (UTC, to the
+    microsecond) as its machine-readable value and tooltip."""
+    if value is None:
+        return "-"
+    exact = value.astimezone(UTC).isoformat()
+    return format_html('<time datetime="{}" title="{}">{}</time>', exact, exact, when_text(value))
+
+
+def zone_name() -> str:
+    return timezone.get_current_timezone_name()
+
 
 # Codes Herald itself writes (services, sender, sandbox). Provider codes are explained by the
 # provider module's ERROR_MEANINGS (code -> text) where it has one, else by the error text the
@@ -67,3 +106,35 @@ def pretty_body(body: bytes, content_type: str = "") -> str:
         pairs = parse_qsl(text, keep_blank_values=True)
         return "\n".join(f"{name} = {value}" for name, value in pairs)
     return text
+
+
+# --- what a timeline event did -----------------------------------------------------------------
+
+# The receipt path writes "part 2/3 delivered; <decision>" when a part's receipt moved that part.
+_PART_NOTE = re.compile(r"^part (\d+)/(\d+) (\w+); ")
+
+# kind -> the legend's words for it
+EVENT_KINDS = {
+    "applied": "Applied: moved the message to this status.",
+    "part": "Applied to one part of a multipart message; the message's status follows its parts.",
+    "action": "A staff action (send, resend, cancel, replay): what a person did, not a report.",
+    "duplicate": "Duplicate: a report of the status the message already had.",
+    "ignored": "Ignored: a late or out-of-order report the state machine did not apply.",
+}
+
+
+def describe_event(event) -> tuple[str, str]:
+    """(kind, label) for one StatusEvent, from what is stored on it."""
+    note = event.note or ""
+    if event.source == "admin":
+        return "action", "staff action"
+    part = _PART_NOTE.match(note)
+    if part and not event.applied:
+        return "part", f"applied to part {part.group(1)}/{part.group(2)}"
+    if event.applied:
+        if part:
+            return "applied", f"applied (part {part.group(1)}/{part.group(2)} completed it)"
+        return "applied", "applied"
+    if "no change: already" in note:
+        return "duplicate", "duplicate"
+    return "ignored", "ignored"
