@@ -377,3 +377,75 @@ def test_replay_needs_permission(client, make_staff):
             reverse("admin:messaging_webhookrequest_change", args=[stored.pk])
         ).content
     )
+
+
+# --- Resends cannot double ---------------------------------------------------------------------
+
+
+def test_a_second_resend_is_refused_unless_send_again_anyway(superuser_client):
+    original = make_message(status="failed")
+    url = reverse("admin:messaging_message_resend", args=[original.pk])
+    superuser_client.post(url, {"post": "yes", "reason": "first try"})
+    first = Message.objects.get(resend_of=original)
+
+    page = superuser_client.get(url)
+    html = page.content.decode()
+    assert 'id="herald-already-resent"' in html  # the lineage, before confirming
+    assert reverse("admin:messaging_message_change", args=[first.pk]) in html
+    assert "send_again" in page.context["form"].fields
+
+    again = superuser_client.post(url, {"post": "yes", "reason": "double click"}, follow=True)
+    assert Message.objects.filter(resend_of=original).count() == 1
+    assert any("already resent" in m for m in flashes(again))
+
+    no_reason = superuser_client.post(url, {"post": "yes", "send_again": "on", "reason": ""})
+    assert no_reason.status_code == 200 and no_reason.context["form"].errors["reason"]
+    assert Message.objects.filter(resend_of=original).count() == 1
+
+    superuser_client.post(url, {"post": "yes", "send_again": "on", "reason": "still nothing"})
+    assert Message.objects.filter(resend_of=original).count() == 2
+
+
+def test_bulk_resend_skips_the_already_resent_ones(superuser_client):
+    resent = make_message(status="failed")
+    fresh = make_message(status="failed")
+    make_message(status="queued", resend_of=resent)
+    confirm = superuser_client.post(
+        CHANGELIST, {"action": "resend_messages", "_selected_action": [resent.pk, fresh.pk]}
+    )
+    assert confirm.context["already_resent"] == 1
+    superuser_client.post(
+        CHANGELIST,
+        {"action": "resend_messages", "_selected_action": [resent.pk, fresh.pk], "post": "yes",
+         "reason": "outage over"},
+    )  # fmt: skip
+    assert Message.objects.filter(resend_of=resent).count() == 1  # not a second copy
+    assert Message.objects.filter(resend_of=fresh).count() == 1
+
+
+def test_the_service_refuses_a_second_resend(staff):
+    from messaging.errors import AlreadyResent
+    from messaging.services import messages as message_service
+
+    original = make_message(status="expired")
+    message_service.resend(original, source="admin", actor=staff, reason="a")
+    with pytest.raises(AlreadyResent):
+        message_service.resend(original, source="admin", actor=staff, reason="b")
+    message_service.resend(original, source="admin", actor=staff, reason="c", repeat=True)
+    assert Message.objects.filter(resend_of=original).count() == 2
+
+
+def test_a_cancelled_message_has_its_own_status_and_is_not_an_error(superuser_client):
+    from messaging import selectors
+
+    queued = make_message(status="queued")
+    superuser_client.post(
+        reverse("admin:messaging_message_cancel", args=[queued.pk]), {"post": "yes"}
+    )
+    queued.refresh_from_db()
+    assert queued.status == "cancelled" and queued.completed_at is not None
+    figures = selectors.dashboard("24h")
+    assert {r["status"]: r["count"] for r in figures["by_status"]}.get("cancelled") == 1
+    assert not [r for r in figures["top_errors"] if r["error_code"] == "cancelled"]
+    listed = superuser_client.get(CHANGELIST, {"status__exact": "cancelled"})
+    assert [m.pk for m in listed.context["cl"].result_list] == [queued.pk]

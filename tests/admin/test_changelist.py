@@ -314,3 +314,16 @@ def test_csv_cells_are_safe_from_formula_injection():
 
 def test_export_needs_view_permission(make_staff):
     assert make_staff().get(reverse("admin:messaging_message_export")).status_code == 403
+
+
+def test_client_column_filter_and_search(superuser_client):
+    from messaging.models import Client
+
+    shop = Client.objects.create(name="Shop", slug="shop")
+    mine = make_message(client=shop)
+    make_message()
+    response = superuser_client.get(URL, {"client": "shop"})
+    assert shown(response) == {mine.pk}
+    assert shown(superuser_client.get(URL, {"q": "shop"})) == {mine.pk}
+    html = superuser_client.get(URL).content.decode()
+    assert "column-client_name" in html and ">shop<" in html
