@@ -362,6 +362,10 @@ class OptOut(models.Model):
     source_message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    class Meta:
+        verbose_name = "opt-out"
+        verbose_name_plural = "opt-outs"
+
     def __str__(self):
         return self.phone_number
 

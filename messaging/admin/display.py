@@ -32,13 +32,20 @@ def when_text(value) -> str:
     return timezone.localtime(value).strftime(TIME_FORMAT)
 
 
-def when(value):
+def when(value, *, two_lines=False):
     """A <time> element: the readable local time, with the exact instant (UTC, to the
-    microsecond) as its machine-readable value and tooltip."""
+    microsecond) as its machine-readable value and tooltip. `two_lines` puts the date above the
+    time, for narrow list columns."""
     if value is None:
         return "-"
     exact = value.astimezone(UTC).isoformat()
-    return format_html('<time datetime="{}" title="{}">{}</time>', exact, exact, when_text(value))
+    text = when_text(value)
+    if two_lines:
+        day, _, rest = text.partition(" ")
+        return format_html(
+            '<time datetime="{}" title="{}">{}<br>{}</time>', exact, exact, day, rest
+        )
+    return format_html('<time datetime="{}" title="{}">{}</time>', exact, exact, text)
 
 
 def zone_name() -> str:
@@ -133,7 +140,7 @@ def describe_event(event) -> tuple[str, str]:
         return "part", f"applied to part {part.group(1)}/{part.group(2)}"
     if event.applied:
         if part:
-            return "applied", f"applied (part {part.group(1)}/{part.group(2)} completed it)"
+            return "applied", f"applied (part {part.group(1)}/{part.group(2)})"
         return "applied", "applied"
     if "no change: already" in note:
         return "duplicate", "duplicate"

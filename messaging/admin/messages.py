@@ -113,13 +113,17 @@ def summary(message) -> list:
 def timeline(message) -> dict:
     """The timeline's rows with what each event did (display.describe_event), and the parts."""
     events = selectors.message_timeline(message)
+    parts = list(message.parts.order_by("index"))
+    # A part by its place ("part 2/3"); the provider's id (up to 34 characters) is the tooltip.
+    place = {p.provider_message_id: f"part {p.index + 1}/{len(parts)}" for p in parts}
     for event in events:
         event.meaning = display.error_meaning(message.provider, event.error_code, event.error_text)
         event.payload = display.pretty_json(event.raw_payload)
         event.kind, event.outcome = display.describe_event(event)
+        event.part_label = place.get(event.part_id, "") if len(parts) > 1 else ""
     return {
         "events": events,
-        "parts": list(message.parts.order_by("index")),
+        "parts": parts,
         "event_kinds": display.EVENT_KINDS,
     }
 
@@ -130,8 +134,7 @@ class MessageAdmin(admin.ModelAdmin):
         "short_id",
         "created",
         "client_name",
-        "to_number",
-        "from_number",
+        "to_from",
         "provider",
         "status_display",
         "error_display",
@@ -210,7 +213,14 @@ class MessageAdmin(admin.ModelAdmin):
 
     @admin.display(description="created", ordering="created_at")
     def created(self, obj):
-        return display.when(obj.created_at)
+        return display.when(obj.created_at, two_lines=True)
+
+    @admin.display(description="to / from")
+    def to_from(self, obj):
+        # One column for both numbers: the list has to fit 1366 px beside its filters.
+        if not obj.from_number:
+            return obj.to_number
+        return format_html("{}<br><small>from {}</small>", obj.to_number, obj.from_number)
 
     @admin.display(description="client")
     def client_name(self, obj):
@@ -239,7 +249,7 @@ class MessageAdmin(admin.ModelAdmin):
         if not obj.resend_of_id:
             return ""
         url = reverse("admin:messaging_message_change", args=[obj.resend_of_id])
-        return format_html('resend of <a href="{}">{}</a>', url, str(obj.resend_of_id)[:8])
+        return format_html('resend of<br><a href="{}">{}</a>', url, str(obj.resend_of_id)[:8])
 
     @admin.display(description="metadata")
     def metadata_display(self, obj):

@@ -4,7 +4,8 @@ import messaging.status
 """`cancelled` becomes its own final status (issue 13). Staff cancellations were stored as
 `rejected` with error code `cancelled`; they move to `cancelled`, so the dashboard stops counting
 them as provider rejections. The timeline is append-only: each moved message gets one event
-saying so, the old `rejected` event stays as it was recorded. Also the CSV body permission."""
+saying so, the old `rejected` event stays as it was recorded. Also the CSV body permission
+and the opt-out's admin name."""
 
 from django.db import migrations, models
 from django.utils import timezone
@@ -46,6 +47,10 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.RunPython(forwards, backwards, elidable=False),
+        migrations.AlterModelOptions(
+            name="optout",
+            options={"verbose_name": "opt-out", "verbose_name_plural": "opt-outs"},
+        ),
         migrations.AlterModelOptions(
             name='message',
             options={'ordering': ['-created_at'], 'permissions': [('resend_message', 'Can resend a message'), ('cancel_message', 'Can cancel a queued message'), ('view_dashboard', 'Can view the delivery dashboard'), ('export_message_body', 'Can export message text in the CSV export')]},

@@ -96,7 +96,7 @@ def test_the_page_has_no_inline_script(superuser_client):
         ({"applied": False, "note": "part 2/3 delivered; no change: already sent"}, "part",
          "applied to part 2/3"),
         ({"applied": True, "note": "part 3/3 delivered; applied"}, "applied",
-         "applied (part 3/3 completed it)"),
+         "applied (part 3/3)"),
         ({"applied": False, "note": "no change: already sent"}, "duplicate", "duplicate"),
         ({"applied": False, "note": "ignored: delivered is final"}, "ignored", "ignored"),
         ({"applied": False, "note": "resent as x", "source": "admin"}, "action", "staff action"),

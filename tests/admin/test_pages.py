@@ -144,6 +144,6 @@ def test_lineage_column_links_to_the_original_without_a_join(superuser_client):
     make_message(status="queued", resend_of=original)
     response = superuser_client.get(reverse("admin:messaging_message_changelist"))
     assert (
-        f'resend of <a href="{reverse("admin:messaging_message_change", args=[original.pk])}"'
+        f'resend of<br><a href="{reverse("admin:messaging_message_change", args=[original.pk])}"'
         in (response.content.decode())
     )

@@ -1,6 +1,6 @@
-"""The admin in a real browser: send an SMS from the admin form and watch it become delivered,
-resend a failed one and follow the links both ways, and see the dashboard's charts drawn.
-Screenshots of the changelist, a message timeline and the dashboard go to tests/artifacts/."""
+"""The admin in a real browser: send an SMS from the admin form and watch it become delivered
+(the page updates itself), resend a failed one and follow the links both ways, and see the
+dashboard's charts drawn. Screenshots go to artifacts/screenshots/ (see conftest.py)."""
 
 import re
 
@@ -28,11 +28,15 @@ def test_send_sms_and_see_it_delivered(logged_in, live_server, sender, artifacts
     message = send_from_admin(page, live_server.url, "+447911123457")
     assert message.status == "queued" and message.created_by.username == "staff"
 
+    expect(page.locator("#herald-live")).to_have_attribute("data-live", "polling")
     sender()
-    page.reload()
-    expect(page.locator(".field-status_display .herald-status")).to_have_text("delivered")
+    # No reload: the page asks live.json every few seconds and redraws itself until final.
+    status = page.locator("#herald-summary [data-field=status] .herald-status")
+    expect(status).to_have_text("delivered", timeout=15_000)
+    expect(page.locator("#herald-live")).to_have_attribute("data-live", "final")
     timeline = page.locator("#herald-timeline tbody tr[data-status]")
-    expect(timeline).to_have_count(5)  # queued, sending, sent, sent (ignored), delivered
+    expect(timeline).to_have_count(5)  # queued, sending, sent, sent (duplicate), delivered
+    expect(timeline.nth(3)).to_have_attribute("data-kind", "duplicate")
     expect(timeline.last).to_have_attribute("data-status", "delivered")
     expect(timeline.last).to_have_attribute("data-applied", "yes")
     expect(page.locator("#herald-timeline")).to_contain_text("Admin")
@@ -54,7 +58,9 @@ def test_resend_a_failed_message_and_follow_the_links(logged_in, live_server, se
     original = send_from_admin(page, live_server.url, "+447911123450")
     sender()
     page.reload()
-    expect(page.locator(".field-status_display .herald-status")).to_have_text("failed")
+    expect(page.locator("#herald-summary [data-field=status] .herald-status")).to_have_text(
+        "failed"
+    )
 
     page.click("#herald-resend")
     expect(page.locator("#herald-resend-form")).to_be_visible()
@@ -69,7 +75,13 @@ def test_resend_a_failed_message_and_follow_the_links(logged_in, live_server, se
 
     page.click("#herald-resend-of")  # to the original ...
     expect(page.locator(".herald-resend a")).to_have_text(str(copy.pk))
-    expect(page.locator(".field-status_display .herald-status")).to_have_text("failed")
+    expect(page.locator("#herald-summary [data-field=status] .herald-status")).to_have_text(
+        "failed"
+    )
+    page.click("#herald-resend")  # a second resend shows the first and needs "send again"
+    expect(page.locator("#herald-already-resent")).to_be_visible()
+    expect(page.locator(".herald-existing-resends")).to_contain_text(str(copy.pk)[:8])
+    page.go_back()
     page.click(".herald-resend a")  # ... and back to the copy
     expect(page.locator("#herald-resend-of")).to_have_text(str(original.pk))
 
