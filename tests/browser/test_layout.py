@@ -205,5 +205,7 @@ def test_the_check_catches_what_issue_13_saw(logged_in, live_server, dataset):
     assert any("narrower than its word" in p or "word broken" in p for p in problems), problems
 
     page.goto(live_server.url + _message("failed")(dataset))
-    page.add_style_tag(content=".herald-timeline td:nth-child(2) { position: relative; left: -90px; }")
+    page.add_style_tag(
+        content=".herald-timeline td:nth-child(2) { position: relative; left: -90px; }"
+    )
     assert any("overlap in a table row" in p for p in page.evaluate(LAYOUT_PROBLEMS))
