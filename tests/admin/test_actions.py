@@ -449,3 +449,8 @@ def test_a_cancelled_message_has_its_own_status_and_is_not_an_error(superuser_cl
     assert not [r for r in figures["top_errors"] if r["error_code"] == "cancelled"]
     listed = superuser_client.get(CHANGELIST, {"status__exact": "cancelled"})
     assert [m.pk for m in listed.context["cl"].result_list] == [queued.pk]
+
+
+def test_the_api_status_filter_knows_cancelled(api):
+    assert api.get("/api/v1/messages/", {"status": "cancelled"}).status_code == 200
+    assert api.get("/api/v1/messages/", {"status": "cancelledx"}).status_code == 400

@@ -120,6 +120,15 @@ def dataset(staff):
         auth_error="X-Twilio-Signature does not match the request", response_status=401,
     )  # fmt: skip
     MessagePart.objects.filter(message=multipart).update(status="delivered")
+    # The widest values a list row gets: a long client slug, provider name and error code.
+    from messaging.models import Client
+
+    acme = Client.objects.create(name="Acme notifications", slug="acme-notifications")
+    make_message(
+        client=acme, provider="vonage-messages", status="rejected",
+        error_code="provider-not-enabled", from_number="AcmeAlerts", price=Decimal("0.0512"),
+        currency="GBP",
+    )  # fmt: skip
     return {
         "delivered": delivered, "failed": failed, "multipart": multipart, "original": original,
         "copy": copy, "queued": queued, "cancelled": cancelled, "inbound": inbound,
