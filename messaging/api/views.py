@@ -49,8 +49,8 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
     location=OpenApiParameter.HEADER,
     required=False,
-    description="Repeat a create safely: the same key and body return the original message "
-    "(200); the same key with another body is refused (409).",
+    description="Repeat a create or a resend safely: the same key and body return the message "
+    "made the first time (200); the same key with another body is refused (409).",
 )
 
 
@@ -138,20 +138,50 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         response["Idempotent-Replayed"] = "true"
         return response
 
-    @extend_schema(request=ResendSerializer, responses={202: MessageDetailSerializer})
+    @extend_schema(
+        request=ResendSerializer,
+        responses={200: MessageDetailSerializer, 202: MessageDetailSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+    )
     @action(detail=True, methods=["post"])
     def resend(self, request, pk=None):
+        """Resend honours Idempotency-Key like create: a retried request (same key, same
+        message, same body) returns the copy made the first time instead of a second copy."""
         original = self.get_object()
         serializer = ResendSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        new = messages.resend(
-            original,
-            source=Source.API,
-            actor=request.user,
-            provider=serializer.validated_data.get("provider", ""),
-            reason=serializer.validated_data.get("reason", ""),
-            # An API client may resend a message more than once on purpose; a retried request
-            # is what must not double, and that is the Idempotency-Key's job.
-            repeat=True,
-        )
+        key = request.headers.get("Idempotency-Key", "").strip()
+        fingerprint = hashlib.sha256(
+            json.dumps(
+                {"resend_of": str(original.pk), **request.data}, sort_keys=True, default=str
+            ).encode()
+        ).hexdigest()
+        if key:
+            existing = self._replay(request.user, key, fingerprint)
+            if existing:
+                return existing
+        try:
+            with transaction.atomic():
+                new = messages.resend(
+                    original,
+                    source=Source.API,
+                    actor=request.user,
+                    provider=serializer.validated_data.get("provider", ""),
+                    reason=serializer.validated_data.get("reason", ""),
+                    # An API client may resend a message more than once on purpose; a retried
+                    # request is what must not double, and that is the Idempotency-Key's job.
+                    repeat=True,
+                )
+                if key:
+                    IdempotencyKey.objects.create(
+                        client=_client_for(request.user),
+                        key=key[:255],
+                        fingerprint=fingerprint,
+                        message=new,
+                    )
+        except IntegrityError:  # a concurrent request with the same key won the race
+            existing = self._replay(request.user, key, fingerprint)
+            if existing:
+                return existing
+            raise
         return Response(MessageDetailSerializer(new).data, status=status.HTTP_202_ACCEPTED)
