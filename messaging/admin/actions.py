@@ -17,6 +17,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from messaging import selectors, status
+from messaging.admin import display
 from messaging.admin.forms import CancelForm, ResendForm
 from messaging.errors import HeraldError
 from messaging.models import Message, Source, WebhookRequest
@@ -116,7 +117,7 @@ def confirm(model_admin, request, queryset, repair: Repair, *, single=None):
     """The confirmation page, then the repair. `single` is the message of the per-message page;
     otherwise this runs as the changelist's bulk action (its POST carries the action fields).
     Returns a response, or None to go back to the changelist (Django's action convention)."""
-    if not request.user.has_perm(f"messaging.{repair.name}_message"):
+    if not getattr(model_admin, f"has_{repair.name}_permission")(request):
         raise PermissionDenied
     candidates = _bounded(queryset)
     if candidates is None:
@@ -176,6 +177,7 @@ def confirm(model_admin, request, queryset, repair: Repair, *, single=None):
             skipped_count=len(skipped),
             action_checkbox_name=helpers.ACTION_CHECKBOX_NAME,
             selected_ids=[m.pk for m in allowed],
+            time_zone=display.zone_name(),
             form_id=f"herald-{repair.name}-form",
             confirm_id=f"herald-confirm-{repair.name}",
         ),

@@ -4,6 +4,7 @@ non-empty body under MAX_BODY_CHARS, an enabled provider, send_at not in the pas
 opt-out list."""
 
 from django import forms
+from django.utils import timezone
 
 from messaging import providers, validation
 from messaging.api.serializers import SENDER_MAX
@@ -47,6 +48,9 @@ class SendSmsForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["provider"].choices = provider_choices()
         self.fields["provider"].initial = providers.default_name()
+        # Typed times are read in the zone the admin shows (the staff user's, or UTC).
+        zone = timezone.get_current_timezone_name()
+        self.fields["send_at"].help_text = f"Send later (YYYY-MM-DD HH:MM, {zone}). Empty: now."
 
     def clean_to(self):
         number = validation.clean_number(self.cleaned_data["to"])

@@ -362,7 +362,9 @@ class MessageAdmin(admin.ModelAdmin):
         return TemplateResponse(
             request,
             "herald/send_sms.html",
-            actions.admin_context(self, request, title="Send SMS", form=form),
+            actions.admin_context(
+                self, request, title="Send SMS", form=form, time_zone=display.zone_name()
+            ),
         )
 
     def resend_view(self, request, object_id):

@@ -125,3 +125,16 @@ def test_migration_0007_moves_staff_cancellations_out_of_rejected():
     assert refused.status == "rejected"
     note = cancelled.events.order_by("-id").first()
     assert note.status == "cancelled" and "migration 0007" in note.note
+
+
+def test_send_at_is_read_in_the_zone_the_page_names(superuser_client):
+    superuser_client.cookies["herald_tz"] = "Europe/Paris"
+    page = superuser_client.get(reverse("admin:messaging_message_send"))
+    assert "YYYY-MM-DD HH:MM, Europe/Paris" in page.content.decode()
+    superuser_client.post(
+        reverse("admin:messaging_message_send"),
+        {"to": "+447911123457", "body": "x", "provider": "sandbox",
+         "send_at": "2099-07-01 12:00", "client_reference": "tz-1"},
+    )  # fmt: skip
+    message = Message.objects.get(client_reference="tz-1")
+    assert message.send_at == datetime(2099, 7, 1, 10, 0, tzinfo=UTC)  # 12:00 in Paris (CEST)
