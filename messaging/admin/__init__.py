@@ -11,6 +11,7 @@
 - forms.py      the admin's forms
 - display.py    presentation: status badges, times, error meanings, payloads, timeline wording
 - export.py     the streamed, formula-escaped CSV
+- timezone.py   the staff user's time zone (middleware; the `herald_tz` cookie admin.js sets)
 
 Messages, events and webhook requests are never edited here: every change goes through a service
 (messaging.services) with the acting user, so it is recorded in the message's timeline.
