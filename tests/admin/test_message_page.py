@@ -138,3 +138,10 @@ def test_send_at_is_read_in_the_zone_the_page_names(superuser_client):
     )  # fmt: skip
     message = Message.objects.get(client_reference="tz-1")
     assert message.send_at == datetime(2099, 7, 1, 10, 0, tzinfo=UTC)  # 12:00 in Paris (CEST)
+
+
+def test_djangos_own_date_display_has_seconds_and_zone():
+    from django.utils import formats
+
+    value = datetime(2026, 3, 1, 20, 17, 5, tzinfo=UTC)
+    assert formats.date_format(value, "DATETIME_FORMAT") == "2026-03-01 20:17:05 UTC"
