@@ -74,6 +74,12 @@ def is_terminal(status) -> bool:
     return Status(status) in TERMINAL
 
 
+def is_settled(status) -> bool:
+    """Nothing more will happen to a message in this status: a terminal status, or an inbound
+    message (received is all an inbound message ever is). The message page stops updating."""
+    return Status(status) in TERMINAL or Status(status) == Status.RECEIVED
+
+
 def decide(current, reported) -> Decision:
     """Whether a reported status moves a message that is in `current`."""
     current, reported = Status(current), Status(reported)

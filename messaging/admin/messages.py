@@ -280,7 +280,7 @@ class MessageAdmin(admin.ModelAdmin):
         return {
             "summary": summary(message),
             "updated_at": message.updated_at.isoformat(),
-            "final": status.is_terminal(message.status),
+            "final": status.is_settled(message.status),
             **timeline(message),
         }
 

@@ -145,3 +145,10 @@ def test_djangos_own_date_display_has_seconds_and_zone():
 
     value = datetime(2026, 3, 1, 20, 17, 5, tzinfo=UTC)
     assert formats.date_format(value, "DATETIME_FORMAT") == "2026-03-01 20:17:05 UTC"
+
+
+def test_an_inbound_message_page_does_not_poll(superuser_client):
+    inbound = make_message(direction="inbound", status="received", client=None)
+    assert 'data-live="final"' in page(superuser_client, inbound).content.decode()
+    url = reverse("admin:messaging_message_live", args=[inbound.pk])
+    assert superuser_client.get(url).json()["final"] is True
