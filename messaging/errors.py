@@ -45,3 +45,10 @@ class InvalidRequest(HeraldError):
 
 class InvalidHeader(HeraldError):
     code = "invalid_header"
+
+
+class AlreadyResent(HeraldError):
+    """A second resend of the same message, without saying it is meant (staff: "send again
+    anyway" with a reason)."""
+
+    code = "already_resent"

@@ -157,6 +157,7 @@ class Message(models.Model):
             ("resend_message", "Can resend a message"),
             ("cancel_message", "Can cancel a queued message"),
             ("view_dashboard", "Can view the delivery dashboard"),
+            ("export_message_body", "Can export message text in the CSV export"),
         ]
         indexes = [
             models.Index(fields=["-created_at"], name="msg_created_idx"),
@@ -360,6 +361,10 @@ class OptOut(models.Model):
     keyword = models.CharField(max_length=32, blank=True)
     source_message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "opt-out"
+        verbose_name_plural = "opt-outs"
 
     def __str__(self):
         return self.phone_number

@@ -2,8 +2,8 @@
 
 Rules (design.md, "The state machine"):
 - queued < sending < sent are ordered progress; a report never moves a message backwards.
-- delivered, failed, expired and rejected are terminal: the first final status wins and nothing
-  moves a message out of one.
+- delivered, failed, expired, rejected and cancelled are terminal: the first final status wins
+  and nothing moves a message out of one.
 - unknown is soft-terminal: it yields to any later terminal status, and to nothing else.
 - multipart messages (one receipt per part) roll up: every part delivered -> delivered; any part
   failed, expired or rejected -> that status.
@@ -24,14 +24,32 @@ class Status(StrEnum):
     EXPIRED = "expired"
     REJECTED = "rejected"
     UNKNOWN = "unknown"
+    CANCELLED = "cancelled"  # by staff, before the sender claimed it: never reached a provider
     RECEIVED = "received"  # inbound messages only
 
 
-TERMINAL = frozenset({Status.DELIVERED, Status.FAILED, Status.EXPIRED, Status.REJECTED})
+TERMINAL = frozenset(
+    {Status.DELIVERED, Status.FAILED, Status.EXPIRED, Status.REJECTED, Status.CANCELLED}
+)
 FAILURES = (Status.REJECTED, Status.FAILED, Status.EXPIRED)  # roll-up precedence, worst first
-RESENDABLE = frozenset({Status.FAILED, Status.EXPIRED, Status.REJECTED, Status.UNKNOWN})
+# A cancelled message may be sent after all (as a linked copy, like any resend).
+RESENDABLE = frozenset(
+    {Status.FAILED, Status.EXPIRED, Status.REJECTED, Status.UNKNOWN, Status.CANCELLED}
+)
 CANCELLABLE = frozenset({Status.QUEUED})
 OUTBOUND = tuple(s for s in Status if s is not Status.RECEIVED)
+
+
+# The staff repairs, stated once: the admin offers them and the services enforce them with these.
+def can_resend(message) -> bool:
+    """A finished outbound message that did not reach the handset may be sent again."""
+    return message.direction == "outbound" and Status(message.status) in RESENDABLE
+
+
+def can_cancel(message) -> bool:
+    """Only a message the sender has not claimed yet may be cancelled."""
+    return message.direction == "outbound" and Status(message.status) in CANCELLABLE
+
 
 # Progress rank for the non-terminal statuses. Terminal and unknown are handled by rule.
 _RANK = {Status.QUEUED: 0, Status.SENDING: 1, Status.SENT: 2}
@@ -54,6 +72,12 @@ class Decision:
 
 def is_terminal(status) -> bool:
     return Status(status) in TERMINAL
+
+
+def is_settled(status) -> bool:
+    """Nothing more will happen to a message in this status: a terminal status, or an inbound
+    message (received is all an inbound message ever is). The message page stops updating."""
+    return Status(status) in TERMINAL or Status(status) == Status.RECEIVED
 
 
 def decide(current, reported) -> Decision:

@@ -107,3 +107,24 @@ def test_roll_up_needs_parts():
 
 def test_is_terminal():
     assert {s for s in Status if is_terminal(s)} == set(TERMINAL)
+
+
+def test_cancelled_is_final_and_staff_rules_are_stated_once():
+    from types import SimpleNamespace
+
+    from messaging.status import can_cancel, can_resend, decide, is_settled
+
+    assert decide("cancelled", "delivered").applied is False  # a late report changes nothing
+    assert decide("queued", "cancelled").applied is True
+    assert is_settled("cancelled") and is_settled("received") and not is_settled("sent")
+
+    def msg(status, direction="outbound"):
+        return SimpleNamespace(status=status, direction=direction)
+
+    assert can_cancel(msg("queued")) and not can_cancel(msg("sending"))
+    assert not can_cancel(msg("queued", "inbound"))
+    assert all(
+        can_resend(msg(s)) for s in ("failed", "expired", "rejected", "unknown", "cancelled")
+    )
+    assert not any(can_resend(msg(s)) for s in ("queued", "sending", "sent", "delivered"))
+    assert not can_resend(msg("received", "inbound"))

@@ -31,6 +31,7 @@ from rest_framework import exceptions
 from rest_framework.views import set_rollback
 
 from messaging.errors import (
+    AlreadyResent,
     HeraldError,
     IdempotencyConflict,
     InvalidHeader,
@@ -81,7 +82,7 @@ _TYPES = [
     ProblemType("idempotency-conflict", 409, "This Idempotency-Key was used with another body.",
                 "A repeated Idempotency-Key must come with the same request body."),
     ProblemType("not-resendable", 409, "This message cannot be resent.",
-                "Only a message that ended in failure (or is unknown) can be resent."),
+                "Only failed, expired, rejected, cancelled and unknown messages can be resent."),
     ProblemType("not-cancellable", 409, "This message cannot be cancelled.",
                 "Only queued (including scheduled) messages can be cancelled."),
     ProblemType("too-large", 413, "The request body is too large.",
@@ -103,6 +104,7 @@ for _t in _TYPES:
 DOMAIN = {
     OptedOut: "opted-out",
     NotResendable: "not-resendable",
+    AlreadyResent: "not-resendable",
     NotCancellable: "not-cancellable",
     ProviderNotEnabled: "validation-error",
     InvalidRequest: "validation-error",

@@ -244,6 +244,9 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ClientSco
                 api_key=self.api_key,
                 provider=data.get("provider", ""),
                 reason=data.get("reason", ""),
+                # An API client may resend a message more than once on purpose; a retried
+                # request is what must not double, and that is the Idempotency-Key's job.
+                repeat=True,
             ),
         )
         return created(message, replayed)

@@ -5,6 +5,7 @@ from django.utils import timezone
 
 from messaging import encoding, providers
 from messaging.errors import (
+    AlreadyResent,
     NotCancellable,
     NotResendable,
     OptedOut,
@@ -20,7 +21,7 @@ from messaging.models import (
     Source,
     StatusEvent,
 )
-from messaging.status import CANCELLABLE, RESENDABLE, Status
+from messaging.status import Status, can_cancel, can_resend
 
 SANDBOX = "sandbox"
 
@@ -133,15 +134,28 @@ def resend(
     api_key: ApiKey | None = None,
     provider: str = "",
     reason: str = "",
+    repeat: bool = False,
 ):
     """A new message of the same client, linked to `original`; the original keeps its status.
     `api_key` is the caller's (API resends). A staff resend of a message a test key created
-    keeps that key, so it is a test message too and goes through the sandbox."""
-    if original.direction != Direction.OUTBOUND or original.status not in RESENDABLE:
+    keeps that key, so it is a test message too and goes through the sandbox.
+
+    A message that was resent already is refused unless `repeat` says a further copy is meant
+    (staff tick "send again anyway", with the reason every staff resend has; the API's
+    `"again": true`): two staff, or one double click, must not send the same text twice. The
+    original's row lock makes the check and the new copy one step."""
+    if not can_resend(original):
         raise NotResendable(f"A {original.status} message cannot be resent.")
     if api_key is None and original.api_key_id and original.api_key.kind == ApiKey.Kind.TEST:
         api_key = original.api_key
     with transaction.atomic():
+        Message.objects.select_for_update().only("pk").get(pk=original.pk)
+        earlier = original.resends.order_by("-created_at").first()
+        if earlier is not None and not repeat:
+            raise AlreadyResent(
+                f"It was resent already as {earlier.pk} ({earlier.status}); "
+                'tick "send again anyway" to send another copy.'
+            )
         new = create_outbound(
             to=original.to_number,
             body=original.body,
@@ -168,12 +182,14 @@ def resend(
 
 
 def cancel(message: Message, *, source: str = Source.ADMIN, actor=None, reason: str = ""):
-    """Cancel a message that has not been handed to the sender yet."""
+    """Cancel a message that has not been handed to the sender yet: it becomes `cancelled`, a
+    final status of its own (not a provider's rejection). The error code `cancelled` stays, as
+    before, for API clients that look for it."""
     with transaction.atomic():
         locked = Message.objects.select_for_update().get(pk=message.pk)
-        if locked.status not in CANCELLABLE:
+        if not can_cancel(locked):
             raise NotCancellable(f"A {locked.status} message cannot be cancelled.")
-        locked.status = Status.REJECTED
+        locked.status = Status.CANCELLED
         locked.error_code = "cancelled"
         locked.error_text = reason or "Cancelled before sending."
         locked.completed_at = timezone.now()
@@ -182,7 +198,7 @@ def cancel(message: Message, *, source: str = Source.ADMIN, actor=None, reason: 
         )
         StatusEvent.objects.create(
             message=locked,
-            status=Status.REJECTED,
+            status=Status.CANCELLED,
             error_code="cancelled",
             source=source,
             actor=actor,

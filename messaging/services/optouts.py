@@ -58,3 +58,25 @@ def apply_keyword(number: str, text: str, source_message=None) -> str:
         opt_in(number, keyword=word, reason="inbound keyword", source_message=source_message)
         return "opt_in"
     return ""
+
+
+STAFF_REASON = "staff"  # the prefix of the reason recorded for a staff change
+
+
+def _staff_reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValueError("a staff opt-out change needs a reason")
+    return f"{STAFF_REASON}: {reason}"[:255]
+
+
+def staff_opt_out(number: str, *, actor, reason: str) -> bool:
+    """Staff put a number on the list (the person asked another way). The reason is required and
+    kept in the number's history with the user. False when it was on the list already."""
+    return opt_out(number, reason=_staff_reason(reason), actor=actor)
+
+
+def staff_opt_in(number: str, *, actor, reason: str) -> bool:
+    """Staff take a number off the list (e.g. written consent). Reason required, kept with the
+    user. False when it was not on the list."""
+    return opt_in(number, reason=_staff_reason(reason), actor=actor)

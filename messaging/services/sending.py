@@ -311,7 +311,9 @@ def _record_error(message: Message, owner: str, exc: SendError) -> str:
         return _finish_locked(message, owner, Status.UNKNOWN, code=exc.code, text=text)
     if not exc.retryable:
         if exc.opted_out:
-            optouts.opt_out(message.to_number, reason=f"provider error {exc.code}")
+            optouts.opt_out(
+                message.to_number, reason=f"provider error {exc.code}", source_message=message
+            )
         status = getattr(exc, "status", Status.REJECTED)
         return _finish_locked(message, owner, status, code=exc.code, text=text)
     if message.attempts < settings.SENDER_MAX_ATTEMPTS:

@@ -7,7 +7,7 @@
   var STATUS_COLOURS = {
     queued: "#6c757d", sending: "#0d6efd", sent: "#0aa2c0", delivered: "#198754",
     failed: "#dc3545", expired: "#fd7e14", rejected: "#b02a37", unknown: "#6f42c1",
-    received: "#20c997"
+    cancelled: "#495057", received: "#20c997"
   };
 
   function draw() {

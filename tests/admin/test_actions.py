@@ -10,7 +10,8 @@ from django.contrib.messages import get_messages
 from django.urls import reverse
 from django.utils import timezone
 
-from messaging import admin_views, providers
+from messaging import providers
+from messaging.admin import actions as admin_actions
 from messaging.models import Message, OptOut, StatusEvent, WebhookRequest
 from messaging.providers.base import WebhookInput
 from messaging.providers.sandbox import sign
@@ -110,7 +111,7 @@ def test_single_resend_confirmation_then_linked_copy(superuser_client, second_pr
 
     page = superuser_client.get(url)
     assert page.status_code == 200
-    assert "herald/resend_confirm.html" in [t.name for t in page.templates]
+    assert "herald/confirm_repair.html" in [t.name for t in page.templates]
     assert not Message.objects.filter(resend_of=original).exists()  # nothing before confirming
 
     no_reason = superuser_client.post(url, {"post": "yes", "reason": " "})
@@ -167,7 +168,7 @@ def test_bulk_resend_with_confirmation_reason_and_provider(superuser_client, sec
         CHANGELIST, {"action": "resend_messages", "_selected_action": selected}
     )
     assert confirm.status_code == 200
-    assert confirm.context["resendable_count"] == 3
+    assert confirm.context["allowed_count"] == 3
     assert [m.pk for m in confirm.context["skipped"]] == [delivered.pk]
     assert not Message.objects.filter(resend_of__isnull=False).exists()
 
@@ -201,7 +202,7 @@ def test_bulk_resend_keeps_each_original_provider_by_default(superuser_client, s
 
 
 def test_bulk_resend_over_the_limit_is_refused(superuser_client, monkeypatch):
-    monkeypatch.setattr(admin_views, "MAX_BULK", 2)
+    monkeypatch.setattr(admin_actions, "MAX_BULK", 2)
     rows = [make_message(status="failed").pk for _ in range(3)]
     response = superuser_client.post(
         CHANGELIST, {"action": "resend_messages", "_selected_action": rows}, follow=True
@@ -231,7 +232,7 @@ def test_bulk_cancel_of_queued_messages(superuser_client):
     confirm = superuser_client.post(
         CHANGELIST, {"action": "cancel_messages", "_selected_action": [queued.pk, sent.pk]}
     )
-    assert confirm.context["cancellable_count"] == 1
+    assert confirm.context["allowed_count"] == 1
     queued.refresh_from_db()
     assert queued.status == "queued"  # not before confirming
     superuser_client.post(
@@ -241,7 +242,7 @@ def test_bulk_cancel_of_queued_messages(superuser_client):
     )  # fmt: skip
     queued.refresh_from_db()
     sent.refresh_from_db()
-    assert (queued.status, queued.error_code) == ("rejected", "cancelled")
+    assert (queued.status, queued.error_code) == ("cancelled", "cancelled")
     assert sent.status == "sent"
     event = queued.events.get(source="admin")
     assert event.actor == superuser_client.user and "wrong campaign" in event.note
@@ -254,7 +255,7 @@ def test_single_cancel_page(superuser_client):
     response = superuser_client.post(url, {"post": "yes", "reason": ""})
     assert response.status_code == 302
     queued.refresh_from_db()
-    assert queued.status == "rejected"
+    assert queued.status == "cancelled"
 
 
 def test_cancel_action_needs_permission(make_staff):
@@ -265,7 +266,7 @@ def test_cancel_action_needs_permission(make_staff):
         {"action": "cancel_messages", "_selected_action": [queued.pk], "post": "yes"},
     )
     queued.refresh_from_db()
-    assert queued.status == "rejected"
+    assert queued.status == "cancelled"
 
 
 # --- Webhook replay --------------------------------------------------------------------------
@@ -376,3 +377,80 @@ def test_replay_needs_permission(client, make_staff):
             reverse("admin:messaging_webhookrequest_change", args=[stored.pk])
         ).content
     )
+
+
+# --- Resends cannot double ---------------------------------------------------------------------
+
+
+def test_a_second_resend_is_refused_unless_send_again_anyway(superuser_client):
+    original = make_message(status="failed")
+    url = reverse("admin:messaging_message_resend", args=[original.pk])
+    superuser_client.post(url, {"post": "yes", "reason": "first try"})
+    first = Message.objects.get(resend_of=original)
+
+    page = superuser_client.get(url)
+    html = page.content.decode()
+    assert 'id="herald-already-resent"' in html  # the lineage, before confirming
+    assert reverse("admin:messaging_message_change", args=[first.pk]) in html
+    assert "send_again" in page.context["form"].fields
+
+    again = superuser_client.post(url, {"post": "yes", "reason": "double click"}, follow=True)
+    assert Message.objects.filter(resend_of=original).count() == 1
+    assert any("already resent" in m for m in flashes(again))
+
+    no_reason = superuser_client.post(url, {"post": "yes", "send_again": "on", "reason": ""})
+    assert no_reason.status_code == 200 and no_reason.context["form"].errors["reason"]
+    assert Message.objects.filter(resend_of=original).count() == 1
+
+    superuser_client.post(url, {"post": "yes", "send_again": "on", "reason": "still nothing"})
+    assert Message.objects.filter(resend_of=original).count() == 2
+
+
+def test_bulk_resend_skips_the_already_resent_ones(superuser_client):
+    resent = make_message(status="failed")
+    fresh = make_message(status="failed")
+    make_message(status="queued", resend_of=resent)
+    confirm = superuser_client.post(
+        CHANGELIST, {"action": "resend_messages", "_selected_action": [resent.pk, fresh.pk]}
+    )
+    assert confirm.context["already_resent"] == 1
+    superuser_client.post(
+        CHANGELIST,
+        {"action": "resend_messages", "_selected_action": [resent.pk, fresh.pk], "post": "yes",
+         "reason": "outage over"},
+    )  # fmt: skip
+    assert Message.objects.filter(resend_of=resent).count() == 1  # not a second copy
+    assert Message.objects.filter(resend_of=fresh).count() == 1
+
+
+def test_the_service_refuses_a_second_resend(staff):
+    from messaging.errors import AlreadyResent
+    from messaging.services import messages as message_service
+
+    original = make_message(status="expired")
+    message_service.resend(original, source="admin", actor=staff, reason="a")
+    with pytest.raises(AlreadyResent):
+        message_service.resend(original, source="admin", actor=staff, reason="b")
+    message_service.resend(original, source="admin", actor=staff, reason="c", repeat=True)
+    assert Message.objects.filter(resend_of=original).count() == 2
+
+
+def test_a_cancelled_message_has_its_own_status_and_is_not_an_error(superuser_client):
+    from messaging import selectors
+
+    queued = make_message(status="queued")
+    superuser_client.post(
+        reverse("admin:messaging_message_cancel", args=[queued.pk]), {"post": "yes"}
+    )
+    queued.refresh_from_db()
+    assert queued.status == "cancelled" and queued.completed_at is not None
+    figures = selectors.dashboard("24h")
+    assert {r["status"]: r["count"] for r in figures["by_status"]}.get("cancelled") == 1
+    assert not [r for r in figures["top_errors"] if r["error_code"] == "cancelled"]
+    listed = superuser_client.get(CHANGELIST, {"status__exact": "cancelled"})
+    assert [m.pk for m in listed.context["cl"].result_list] == [queued.pk]
+
+
+def test_the_api_status_filter_knows_cancelled(api):
+    assert api.get("/api/v1/messages/", {"status": "cancelled"}).status_code == 200
+    assert api.get("/api/v1/messages/", {"status": "cancelledx"}).status_code == 400

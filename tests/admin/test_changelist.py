@@ -13,8 +13,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from messaging import admin_pagination, selectors
-from messaging.admin_views import _cell
+from messaging import selectors
+from messaging.admin import pagination as admin_pagination
+from messaging.admin.export import _cell
 from messaging.models import Message, StatusEvent, WebhookRequest
 from tests.admin.conftest import make_message
 
@@ -252,7 +253,34 @@ def test_csv_export_streams_the_filtered_changelist(superuser_client, mixed):
     assert {r["id"] for r in rows} == {str(mixed["failed"].pk), str(mixed["old_failed"].pk)}
     assert rows[0]["id"] == str(mixed["failed"].pk)  # the changelist's order: newest first
     assert {r["error_code"] for r in rows} == {"30003", "absent-subscriber"}
-    assert "body" not in rows[0]
+
+
+def export(client, params=None):
+    response = client.get(reverse("admin:messaging_message_export"), params or {})
+    assert isinstance(response, StreamingHttpResponse)
+    return list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+
+
+def test_csv_export_has_error_text_username_and_client(make_staff):
+    viewer = make_staff("view_message", username="exporter")
+    make_message(
+        status="failed", error_code="30003", error_text="=Unreachable handset",
+        created_by=viewer.user, client_reference="exp-1",
+    )  # fmt: skip
+    [row] = export(viewer, {"q": "exp-1"})
+    assert row["error_text"] == "'=Unreachable handset"  # formula-escaped like every cell
+    assert row["created_by"] == "exporter"  # the username, not a user id
+    assert row["client"] == "default"
+    assert "body" not in row  # the text needs its own permission
+
+
+def test_csv_export_body_behind_its_own_permission(make_staff):
+    make_message(body="@secret text", client_reference="exp-2")
+    with_body = make_staff("view_message", "export_message_body")
+    [row] = export(with_body, {"q": "exp-2"})
+    assert row["body"] == "'@secret text"
+    [row] = export(make_staff("view_message"), {"q": "exp-2"})
+    assert "body" not in row
 
 
 def test_csv_export_honours_search(superuser_client, searchable):
@@ -267,6 +295,8 @@ def test_export_rows_are_plain_tuples_from_an_iterator():
     assert isinstance(rows, types.GeneratorType)  # .iterator(): nothing is loaded up front
     row = next(rows)
     assert isinstance(row, tuple) and len(row) == len(selectors.EXPORT_COLUMNS)
+    rows = selectors.export_rows(Message.objects.all(), selectors.export_columns(with_body=True))
+    assert next(rows)[-1] == "Hello"
 
 
 def test_export_link_carries_the_current_filters(superuser_client, mixed):
@@ -284,3 +314,16 @@ def test_csv_cells_are_safe_from_formula_injection():
 
 def test_export_needs_view_permission(make_staff):
     assert make_staff().get(reverse("admin:messaging_message_export")).status_code == 403
+
+
+def test_client_column_filter_and_search(superuser_client):
+    from messaging.models import Client
+
+    shop = Client.objects.create(name="Shop", slug="shop")
+    mine = make_message(client=shop)
+    make_message()
+    response = superuser_client.get(URL, {"client": "shop"})
+    assert shown(response) == {mine.pk}
+    assert shown(superuser_client.get(URL, {"q": "shop"})) == {mine.pk}
+    html = superuser_client.get(URL).content.decode()
+    assert "column-client_name" in html and ">shop<" in html

@@ -268,3 +268,41 @@ def test_postgres_histogram_matches_exact_percentiles(on_postgres):
             truth = selectors.percentile(values, fraction)
             bound = selectors.LATENCY_ERROR_BOUND * truth
             assert abs(figures[provider][key] - truth) <= bound, (provider, key)
+
+
+@pytest.fixture
+def two_clients():
+    from messaging.models import Client
+
+    other = Client.objects.create(name="Shop", slug="shop")
+    recently = timezone.now() - timedelta(hours=1)
+    make_message(status="delivered", created_at=recently)
+    make_message(status="failed", error_code="x1", client=other, created_at=recently)
+    make_message(status="failed", error_code="x1", client=other, created_at=recently)
+    return other
+
+
+def _client_figures(client):
+    figures = selectors.dashboard("7d", client=client)
+    return figures["total"], {r["status"]: r["count"] for r in figures["by_status"]}
+
+
+def test_dashboard_per_client(two_clients):
+    assert _client_figures(None) == (3, {"delivered": 1, "failed": 2})
+    assert _client_figures(two_clients) == (2, {"failed": 2})
+
+
+def test_dashboard_per_client_on_postgres(on_postgres, two_clients):
+    test_dashboard_per_client(two_clients)
+
+
+def test_dashboard_page_client_filter(superuser_client, two_clients):
+    response = superuser_client.get(
+        reverse("admin:messaging_dashboard"), {"period": "30d", "client": "shop"}
+    )
+    assert response.context["client"] == two_clients
+    assert response.context["figures"]["total"] == 2
+    assert b'<option value="shop" selected>' in response.content
+    assert b"period=7d&amp;client=shop" in response.content  # the period links keep it
+    unknown = superuser_client.get(reverse("admin:messaging_dashboard"), {"client": "nope"})
+    assert unknown.context["client"] is None

@@ -2,7 +2,7 @@
 
 import pytest
 
-from messaging.admin_display import error_meaning
+from messaging.admin.display import error_meaning
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from django.urls import reverse
 
-from messaging.admin_display import error_meaning, pretty_body
+from messaging.admin.display import error_meaning, pretty_body
 from messaging.models import StatusEvent, WebhookRequest
 from tests.admin.conftest import make_message
 
@@ -45,7 +45,13 @@ def test_timeline_shows_every_event_with_its_details(superuser_client, staff):
     assert [e.status for e in events] == ["queued", "failed", "sent", "failed"]
     html = response.content.decode()
     assert html.count('data-applied="no"') == 2 and html.count('data-applied="yes"') == 2
-    assert "2026-03-01<br>10:00:05.250000" in html  # provider time, to the microsecond
+    # provider time: to the second with the zone, the exact instant in the tooltip
+    assert "2026-03-01<br>10:00:05 UTC" in html
+    assert 'title="2026-03-01 10:00:05.250000 UTC"' in html
+    kinds = {e.note: e.kind for e in events}
+    assert kinds["ignored: failed is final"] == "ignored"
+    assert kinds["resent as 1234"] == "action"  # a staff action, not a grey "ignored" row
+    assert 'id="herald-legend"' in html
     assert "ignored: failed is final" in html
     assert "The handset was off or out of coverage" in html  # the error code's meaning
     assert f"webhook #{stored.pk}" in html
@@ -138,6 +144,6 @@ def test_lineage_column_links_to_the_original_without_a_join(superuser_client):
     make_message(status="queued", resend_of=original)
     response = superuser_client.get(reverse("admin:messaging_message_changelist"))
     assert (
-        f'resend of <a href="{reverse("admin:messaging_message_change", args=[original.pk])}"'
+        f'resend of<br><a href="{reverse("admin:messaging_message_change", args=[original.pk])}"'
         in (response.content.decode())
     )

@@ -331,7 +331,7 @@ def test_test_keys_always_send_through_the_sandbox(tenants, two_providers):
     )  # fmt: skip
     # A staff resend of a test message keeps it in the sandbox too.
     message.refresh_from_db()
-    staff_copy = messages.resend(message, source="admin", provider="twilio")
+    staff_copy = messages.resend(message, source="admin", provider="twilio", repeat=True)
     assert staff_copy.provider == "sandbox" and staff_copy.client == alpha["client"]
     assert staff_copy.api_key == alpha["test"].api_key
     # The same request with the live key goes where it asked.

@@ -100,3 +100,19 @@ def test_schema_and_docs_are_served_offline(client):
     assert docs.status_code == 200
     html = docs.content.decode()
     assert "swagger-ui" in html and "cdn" not in html.lower()
+
+
+def test_resend_honours_idempotency_key(api):
+    original = make(status="failed")
+    url = f"{URL}{original.pk}/resend/"
+    first = api.post(url, {"reason": "r"}, format="json", HTTP_IDEMPOTENCY_KEY="rs-1")
+    again = api.post(url, {"reason": "r"}, format="json", HTTP_IDEMPOTENCY_KEY="rs-1")
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["id"] == first.json()["id"]
+    assert again["Idempotent-Replayed"] == "true"
+    assert Message.objects.filter(resend_of=original).count() == 1
+    other = api.post(url, {"reason": "other"}, format="json", HTTP_IDEMPOTENCY_KEY="rs-1")
+    assert other.status_code == 409
+    # Without a key an API client may resend again on purpose.
+    assert api.post(url, {"reason": "r"}, format="json").status_code == 202
+    assert Message.objects.filter(resend_of=original).count() == 2

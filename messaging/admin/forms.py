@@ -1,8 +1,10 @@
-"""Admin forms. The Send SMS form validates exactly like the send API
-(messaging.api.serializers.MessageCreateSerializer): E.164 via phonenumbers, a non-empty body
-under MAX_BODY_CHARS, an enabled provider, send_at not in the past, and the opt-out list."""
+"""Admin forms (send, resend, cancel, opt-outs). The Send SMS form validates exactly like the
+send API (messaging.api.serializers.MessageCreateSerializer): E.164 via phonenumbers, a
+non-empty body under MAX_BODY_CHARS, an enabled provider, send_at not in the past, and the
+opt-out list."""
 
 from django import forms
+from django.utils import timezone
 
 from messaging import providers, validation
 from messaging.api.serializers import SENDER_MAX
@@ -46,6 +48,9 @@ class SendSmsForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["provider"].choices = provider_choices()
         self.fields["provider"].initial = providers.default_name()
+        # Typed times are read in the zone the admin shows (the staff user's, or UTC).
+        zone = timezone.get_current_timezone_name()
+        self.fields["send_at"].help_text = f"Send later (YYYY-MM-DD HH:MM, {zone}). Empty: now."
 
     def clean_to(self):
         number = validation.clean_number(self.cleaned_data["to"])
@@ -68,6 +73,14 @@ class SendSmsForm(forms.Form):
 
 
 class ResendForm(forms.Form):
+    field_order = ["provider", "reason", "send_again"]
+    send_again = forms.BooleanField(
+        label="Send again anyway",
+        required=False,
+        help_text="Some of these messages were resent already. Tick to send another copy of "
+        "them too (the reason is then required and kept on the timeline); otherwise they are "
+        "skipped.",
+    )
     provider = forms.ChoiceField(
         choices=(),
         required=False,
@@ -80,12 +93,14 @@ class ResendForm(forms.Form):
         "message's timeline.",
     )
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["provider"].choices = provider_choices("Same provider as the original")
-
     def clean_provider(self):
         return validation.clean_provider(self.cleaned_data.get("provider") or "")
+
+    def __init__(self, *args, already_resent=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["provider"].choices = provider_choices("Same provider as the original")
+        if not already_resent:  # the box only means something when a copy exists
+            del self.fields["send_again"]
 
     def clean_reason(self):
         reason = self.cleaned_data["reason"].strip()
@@ -101,3 +116,43 @@ class CancelForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
         help_text="Optional; kept on the message's timeline.",
     )
+
+
+class OptOutAddForm(forms.Form):
+    phone_number = forms.CharField(
+        label="Number",
+        max_length=32,
+        help_text="In international format, e.g. +447700900123. Nothing is sent to it from now on.",
+        widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "off"}),
+    )
+    reason = forms.CharField(
+        max_length=255,
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+        help_text="Required: why staff opt this number out (e.g. the person asked by phone). "
+        "Kept in the number's history with your username.",
+    )
+
+    def clean_phone_number(self):
+        return validation.clean_number(self.cleaned_data["phone_number"])
+
+    def clean_reason(self):
+        return _required_reason(self.cleaned_data["reason"])
+
+
+class OptOutRemoveForm(forms.Form):
+    reason = forms.CharField(
+        max_length=255,
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+        help_text="Required: why messages may be sent to these numbers again (e.g. written "
+        "consent). Kept in each number's history with your username.",
+    )
+
+    def clean_reason(self):
+        return _required_reason(self.cleaned_data["reason"])
+
+
+def _required_reason(text):
+    reason = (text or "").strip()
+    if not reason:
+        raise forms.ValidationError("Say why.")
+    return reason

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from config.providers import PROVIDER_SPECS
 from messaging import selectors
+from messaging.models import Client
 
 ANY_ERROR, NO_ERROR = "__any__", "__none__"
 
@@ -28,6 +29,22 @@ class ProviderFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value():
             return queryset.filter(provider=self.value())
+        return queryset
+
+
+class ClientFilter(admin.SimpleListFilter):
+    """The owning client, by slug. Clients are a small table; the filter is on the indexed
+    foreign key."""
+
+    title = "client"
+    parameter_name = "client"
+
+    def lookups(self, request, model_admin):
+        return list(Client.objects.order_by("name").values_list("slug", "name"))
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(client__slug=self.value())
         return queryset
 
 
