@@ -119,7 +119,8 @@ STORAGES = {
 # --- Security (production defaults; DEBUG relaxes the HTTPS-only ones) ---
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# Probes and the Prometheus scrape reach the process directly, over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
@@ -180,6 +181,22 @@ SMS_FALLBACK_PROVIDERS = env.list("SMS_FALLBACK_PROVIDERS", default=[])
 RECEIPT_TIMEOUT_HOURS = env.int("RECEIPT_TIMEOUT_HOURS", default=72)
 RAW_PAYLOAD_RETENTION_DAYS = env.int("RAW_PAYLOAD_RETENTION_DAYS", default=90)
 MAX_BODY_CHARS = env.int("MAX_BODY_CHARS", default=1600)
+# Message bodies and raw event payloads are erased after this many days by purge_payloads
+# (0: kept forever); a client's retention_body_days overrides it.
+RETENTION_BODY_DAYS = env.int("RETENTION_BODY_DAYS", default=30)
+RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=2000)
+
+# --- Operations: metrics and readiness ---
+# /metrics answers 404 until a token is set; then only `Authorization: Bearer <token>`.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+# Optional addresses or networks allowed to scrape (empty: any address with the token).
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
+# Shared by every process of a host (gunicorn workers and the sender) so /metrics sums their
+# counters; prometheus_client reads it from the environment, so it cannot be set here alone.
+PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR", default="")
+# /readyz fails when no sender heartbeated within this many seconds (0: no worker check).
+READINESS_HEARTBEAT_SECONDS = env.int("READINESS_HEARTBEAT_SECONDS", default=60)
+HEARTBEAT_INTERVAL = env.float("HEARTBEAT_INTERVAL", default=5.0)
 
 SMS_PROVIDERS, SMS_PROVIDERS_ENABLED, SMS_DEFAULT_PROVIDER = build_sms_providers(env)
 

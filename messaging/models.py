@@ -59,6 +59,12 @@ class Client(models.Model):
     allowed_providers = models.JSONField(default=list, blank=True)
     # Numbers and sender ids the client owns: inbound SMS to one of them belong to the client.
     owned_numbers = models.JSONField(default=list, blank=True)
+    # Days after which this client's message bodies are erased (blank: RETENTION_BODY_DAYS).
+    retention_body_days = models.PositiveIntegerField(
+        "keep bodies for (days)", null=True, blank=True,
+        help_text="Blank: the RETENTION_BODY_DAYS setting. Bodies and raw payloads older than "
+        "this are erased by purge_payloads; statuses and timestamps stay.",
+    )  # fmt: skip
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -437,3 +443,24 @@ class ProviderPacing(models.Model):
 
     def __str__(self):
         return f"{self.provider} next slot {self.next_slot:.3f}"
+
+
+class WorkerHeartbeat(models.Model):
+    """The last time each worker process (a sender or an applier loop) showed it was alive.
+    One row per process, written at most every HEARTBEAT_INTERVAL seconds; /readyz and the
+    herald_worker_heartbeat_age_seconds gauge read it (messaging/services/heartbeat.py)."""
+
+    class Kind(models.TextChoices):
+        SENDER = "sender", "Sender"
+        APPLIER = "applier", "Applier"
+
+    worker_id = models.CharField(max_length=64, primary_key=True)  # host:pid:random
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["kind", "last_seen"], name="heartbeat_kind_seen_idx")]
+
+    def __str__(self):
+        return f"{self.kind} {self.worker_id} at {self.last_seen:%H:%M:%S}"
