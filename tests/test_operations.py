@@ -6,22 +6,30 @@ import logging
 import os
 import subprocess
 import sys
+from datetime import timedelta
+from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.db import connection
+from django.utils import timezone
 
 from messaging.logging import RedactSecretsFilter, redact
+from messaging.models import WorkerHeartbeat
+from messaging.services.heartbeat import Heartbeat
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.django_db
 def test_healthz_and_readyz(client):
+    Heartbeat("host:1:sender", "sender").beat()
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json() == {"status": "ok", "database": "ok"}
+    assert client.get("/readyz").json() == {
+        "status": "ok", "database": "ok", "cache": "ok", "worker": "ok"
+    }  # fmt: skip
 
 
 def test_readyz_reports_an_unreachable_database(client, monkeypatch):
@@ -32,6 +40,97 @@ def test_readyz_reports_an_unreachable_database(client, monkeypatch):
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["status"] == "unavailable"
+    assert "database" in response.json()["failing"]
+    assert client.get("/healthz").status_code == 200  # liveness checks nothing else
+
+
+@pytest.mark.django_db
+def test_readyz_fails_without_a_recent_sender_heartbeat(client, settings):
+    settings.READINESS_HEARTBEAT_SECONDS = 60
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["failing"] == ["worker"]
+    assert "no sender" in response.json()["worker"]
+    Heartbeat("host:1:applier", "applier").beat()  # an applier alone sends nothing
+    assert client.get("/readyz").status_code == 503
+    beat = Heartbeat("host:1:sender", "sender")
+    beat.beat()
+    assert client.get("/readyz").status_code == 200
+    WorkerHeartbeat.objects.filter(kind="sender").update(
+        last_seen=timezone.now() - timedelta(seconds=90)
+    )
+    stale = client.get("/readyz")
+    assert stale.status_code == 503 and stale.json()["failing"] == ["worker"]
+    assert "no sender heartbeat for 9" in stale.json()["worker"]
+    settings.READINESS_HEARTBEAT_SECONDS = 0  # switched off
+    assert client.get("/readyz").status_code == 200
+    beat.stop()  # a clean exit removes the row
+    assert not WorkerHeartbeat.objects.filter(kind="sender").exists()
+
+
+@pytest.mark.django_db
+def test_heartbeats_are_written_at_most_every_interval(settings):
+    settings.HEARTBEAT_INTERVAL = 30
+    beat = Heartbeat("host:2:x", "sender")
+    assert beat.beat() is True
+    assert beat.beat() is False  # within the interval: no write
+    assert beat.beat(force=True) is True
+    settings.HEARTBEAT_INTERVAL = 0
+    assert beat.beat() is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sender_loop_heartbeats(settings):
+    from messaging.sender import Sender
+
+    sender = Sender(concurrency=1, batch_size=1)
+    try:
+        sender.tick()
+    finally:
+        sender.pool.shutdown()
+    row = WorkerHeartbeat.objects.get()
+    assert (row.kind, row.worker_id) == ("sender", sender.owner)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_applier_loop_heartbeats(monkeypatch):
+    from messaging.services import heartbeat
+
+    seen = []
+    real = heartbeat.Heartbeat.stop
+    monkeypatch.setattr(
+        heartbeat.Heartbeat, "stop",
+        lambda self: (seen.extend(WorkerHeartbeat.objects.values_list("kind", flat=True)),
+                      real(self)),
+    )  # fmt: skip
+    call_command("run_applier", "--once", stdout=StringIO())
+    assert seen == ["applier"]
+    assert not WorkerHeartbeat.objects.exists()  # removed on a clean exit
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("location", ["redis://127.0.0.1:18499/4", "redis://127.0.0.1:6379/4"])
+def test_readyz_checks_the_redis_cache(client, settings, location):
+    """Port 18499 has nothing listening: the cache check fails and names itself. On 6379 the
+    test's Redis (db 4) answers."""
+    import redis
+
+    if location.endswith(":6379/4"):
+        try:
+            redis.Redis.from_url(location, socket_connect_timeout=1).ping()
+        except redis.RedisError:
+            pytest.skip("no Redis on 127.0.0.1:6379")
+    Heartbeat("host:1:sender", "sender").beat()
+    settings.CACHES = {
+        "default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": location,
+                    "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1}}
+    }  # fmt: skip
+    response = client.get("/readyz")
+    if location.endswith(":18499/4"):
+        assert response.status_code == 503
+        assert response.json()["failing"] == ["cache"]
+    else:
+        assert response.status_code == 200, response.json()
 
 
 def production_env(**extra):
