@@ -29,6 +29,7 @@ class Source(models.TextChoices):
     SENDER = "sender", "Sender"
     WEBHOOK = "webhook", "Webhook"
     RECONCILE = "reconcile", "Reconcile"
+    RETENTION = "retention", "Retention"
 
 
 DEFAULT_CLIENT_SLUG = "default"
@@ -181,6 +182,8 @@ class Message(models.Model):
                 name="msg_due_idx",
                 condition=Q(status=Status.QUEUED),
             ),
+            # Retention (purge_payloads) scans only rows whose body is still kept, oldest first.
+            models.Index(fields=["created_at"], name="msg_body_kept_idx", condition=~Q(body="")),
             # Lease recovery and receipt time-outs scan only in-flight rows.
             models.Index(
                 fields=["status", "updated_at"],
@@ -240,6 +243,12 @@ class AppendOnlyQuerySet(models.QuerySet):
 
     def delete(self):
         raise TypeError("audit rows are append-only")
+
+    def erase_payloads(self) -> int:
+        """The one change audit rows allow: retention (messaging/services/retention.py) erases
+        the raw provider payloads, which hold personal data. Only that column, only to null;
+        every other fact of the event stays."""
+        return models.QuerySet.update(self.exclude(raw_payload__isnull=True), raw_payload=None)
 
 
 class StatusEvent(models.Model):

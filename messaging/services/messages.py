@@ -72,6 +72,8 @@ def resend(original: Message, *, source: str, actor=None, provider: str = "", re
     """A new message linked to `original`; the original keeps its status."""
     if original.direction != Direction.OUTBOUND or original.status not in RESENDABLE:
         raise NotResendable(f"A {original.status} message cannot be resent.")
+    if not original.body:
+        raise NotResendable("Its body was erased by retention (RETENTION_BODY_DAYS).")
     with transaction.atomic():
         new = create_outbound(
             to=original.to_number,
