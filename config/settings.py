@@ -198,7 +198,10 @@ PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR", default="")
 READINESS_HEARTBEAT_SECONDS = env.int("READINESS_HEARTBEAT_SECONDS", default=60)
 HEARTBEAT_INTERVAL = env.float("HEARTBEAT_INTERVAL", default=5.0)
 
-SMS_PROVIDERS, SMS_PROVIDERS_ENABLED, SMS_DEFAULT_PROVIDER = build_sms_providers(env)
+SMS_PROVIDERS, SMS_PROVIDERS_ENABLED, SMS_DEFAULT_PROVIDER = build_sms_providers(env, DEBUG)
+# Inbound messages through the sandbox change the opt-out list only where the sandbox is all
+# there is (DEBUG, or no real provider enabled): its numbers are not real subscribers.
+SANDBOX_INBOUND_CHANGES_OPTOUTS = DEBUG or SMS_PROVIDERS_ENABLED == ["sandbox"]
 
 LOGGING = {
     "version": 1,

@@ -153,14 +153,17 @@ def manage(*args, **env):
     )  # fmt: skip
 
 
+OWN_SANDBOX = {"SMS_PROVIDERS_ENABLED": "sandbox", "SANDBOX_WEBHOOK_SECRET": "our-own-secret-42"}
+
+
 def test_check_deploy_is_clean_under_production_settings():
-    result = manage("check", "--deploy", "--fail-level", "WARNING")
+    result = manage("check", "--deploy", "--fail-level", "WARNING", **OWN_SANDBOX)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
 
 def test_check_deploy_warns_when_webhook_signing_is_off():
-    result = manage("check", "--deploy", SANDBOX_WEBHOOK_SIGNING="x",
+    result = manage("check", "--deploy", SANDBOX_WEBHOOK_SIGNING="x", SANDBOX_WEBHOOK_SECRET="own1",
                     SMS_PROVIDERS_ENABLED="sandbox,twilio", TWILIO_ACCOUNT_SID="AC1",
                     TWILIO_AUTH_TOKEN="t", TWILIO_FROM="+14155550100",
                     TWILIO_WEBHOOK_SIGNING="false")  # fmt: skip
@@ -279,3 +282,77 @@ def test_vonage_messages_needs_an_application_pair_or_a_secret():
     assert "herald.E008" in manage("check", **base).stderr
     assert "herald.E008" in manage("check", VONAGE_APPLICATION_ID="app", **base).stderr
     assert manage("check", VONAGE_API_SECRET="secret", **base).returncode == 0
+
+
+# --- no open sandbox in production -------------------------------------------------------------
+
+
+def test_production_does_not_enable_the_sandbox_by_itself():
+    result = manage("check", "--deploy")
+    assert result.returncode != 0
+    assert "herald.E011" in result.stderr and "No SMS provider is enabled" in result.stderr
+
+
+@pytest.mark.parametrize("secret", [None, "sandbox-secret", "mine,sandbox-secret"])
+def test_the_published_sandbox_secret_is_a_deploy_error_and_refused_at_start(secret):
+    env = {"SMS_PROVIDERS_ENABLED": "sandbox"}
+    if secret is not None:
+        env["SANDBOX_WEBHOOK_SECRET"] = secret
+    check = manage("check", "--deploy", **env)
+    assert check.returncode != 0 and "herald.E010" in check.stderr
+    for command in (["run_sender", "--once"], ["run_applier", "--once"]):
+        started = manage(*command, **env)
+        assert started.returncode != 0
+        assert (
+            "SANDBOX_WEBHOOK_SECRET" in started.stderr and "ImproperlyConfigured" in started.stderr
+        )
+    web = subprocess.run(
+        [sys.executable, "-c", "import config.wsgi"], cwd=ROOT, env=production_env(**env),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert web.returncode != 0 and "SANDBOX_WEBHOOK_SECRET" in web.stderr
+
+
+def test_an_own_sandbox_secret_starts_and_debug_keeps_the_easy_default():
+    web = subprocess.run(
+        [sys.executable, "-c", "import config.wsgi; print('started')"], cwd=ROOT,
+        env=production_env(**OWN_SANDBOX), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert web.returncode == 0 and "started" in web.stdout, web.stderr
+    debug = manage("check", DEBUG="true")
+    assert debug.returncode == 0, debug.stderr
+
+
+def _setting(name, **env):
+    code = (
+        f"import django; django.setup(); from django.conf import settings; print(settings.{name})"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=production_env(**env),
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_when_sandbox_inbound_may_change_opt_outs():
+    assert _setting("SANDBOX_INBOUND_CHANGES_OPTOUTS", **OWN_SANDBOX) == "True"  # sandbox only
+    mixed = {**OWN_SANDBOX, "SMS_PROVIDERS_ENABLED": "twilio,sandbox", "TWILIO_ACCOUNT_SID": "AC1",
+             "TWILIO_AUTH_TOKEN": "t", "TWILIO_FROM": "+14155550100"}  # fmt: skip
+    assert _setting("SANDBOX_INBOUND_CHANGES_OPTOUTS", **mixed) == "False"
+    assert _setting("SANDBOX_INBOUND_CHANGES_OPTOUTS", DEBUG="true", **mixed) == "True"
+
+
+@pytest.mark.django_db
+def test_a_sandbox_stop_never_opts_out_a_number_real_providers_send_to(settings):
+    from messaging.models import OptOut
+    from messaging.providers.base import InboundSms
+    from messaging.services.inbound import record_inbound
+
+    settings.SANDBOX_INBOUND_CHANGES_OPTOUTS = False
+    message, created = record_inbound("sandbox", InboundSms("sb-1", "+447911123457", "+1", "STOP"))
+    assert created and message.body == "STOP"  # stored like any inbound message
+    assert not OptOut.objects.exists()
+    record_inbound("twilio", InboundSms("SM1", "+447911123457", "+1", "STOP"))
+    assert OptOut.objects.filter(phone_number="+447911123457").exists()  # a real provider's STOP
+    settings.SANDBOX_INBOUND_CHANGES_OPTOUTS = True
+    record_inbound("sandbox", InboundSms("sb-2", "+447911123458", "+1", "STOP"))
+    assert OptOut.objects.filter(phone_number="+447911123458").exists()

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
 from messaging import applier
+from messaging.checks import refuse_open_sandbox
 from messaging.services.heartbeat import Heartbeat
 
 
@@ -24,6 +25,7 @@ class Command(BaseCommand):
         parser.add_argument("--max-seconds", type=float, help="stop after this long")
 
     def handle(self, *args, **options):
+        refuse_open_sandbox()
         stopping = False
 
         def stop(signum, frame):  # finish the batch in hand, then exit
