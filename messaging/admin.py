@@ -41,11 +41,9 @@ STATUS_COLOURS = {
 
 
 def status_badge(status: str):
-    return format_html(
-        '<span class="herald-status" style="background:{}">{}</span>',
-        STATUS_COLOURS.get(status, "#6c757d"),
-        status,
-    )
+    # A class, not a style attribute: the CSP allows no inline styles (static/herald/admin.css).
+    known = status if status in STATUS_COLOURS else "queued"
+    return format_html('<span class="herald-status herald-status-{}">{}</span>', known, status)
 
 
 class ReadOnlyEvidenceAdmin(admin.ModelAdmin):

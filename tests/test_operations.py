@@ -356,3 +356,31 @@ def test_a_sandbox_stop_never_opts_out_a_number_real_providers_send_to(settings)
     settings.SANDBOX_INBOUND_CHANGES_OPTOUTS = True
     record_inbound("sandbox", InboundSms("sb-2", "+447911123458", "+1", "STOP"))
     assert OptOut.objects.filter(phone_number="+447911123458").exists()
+
+
+# --- security headers, favicon, "View site" ------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_security_headers_on_every_response(client, staff):
+    client.force_login(staff)
+    for url in ("/healthz", "/api/v1/docs/", "/admin/"):
+        response = client.get(url)
+        csp = response["Content-Security-Policy"]
+        assert "default-src 'self'" in csp and "object-src 'none'" in csp
+        assert "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+        assert response["Referrer-Policy"] == "same-origin"
+        assert response["X-Content-Type-Options"] == "nosniff"
+    docs = client.get("/api/v1/docs/")
+    nonce = docs["Content-Security-Policy"].split("'nonce-")[1].split("'")[0]
+    assert f'<script nonce="{nonce}">' in docs.content.decode()  # Swagger UI's inline script
+
+
+@pytest.mark.django_db
+def test_favicon_and_view_site(client, staff):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 302 and response["Location"].endswith("herald/favicon.svg")
+    client.force_login(staff)
+    page = client.get("/admin/").content.decode()
+    assert 'href="/api/v1/docs/">View site' in page
+    assert "herald/favicon.svg" in page
