@@ -25,8 +25,10 @@ _SECRET_PATTERN = re.compile(
 )
 # Authorization header values.
 _BEARER = re.compile(r"(?i)(bearer|basic|token|app)\s+[A-Za-z0-9._~+/=-]{8,}")
-# Herald API keys (messaging/services/clients.py): the whole key after its kind.
-_API_KEY = re.compile(r"\b(hk_(?:live|test)_)[A-Za-z0-9_\-]+")
+# Herald API keys (messaging/services/clients.py): everything after the visible prefix (the kind
+# and 8 characters, what ApiKey.prefix stores and logs show); a bare prefix is left alone.
+_API_KEY = re.compile(r"\b(hk_(?:live|test)_[A-Za-z0-9_\-]{0,8}+)[A-Za-z0-9_\-]+")
+_KEY_PREFIX = re.compile(r"hk_(?:live|test)_[A-Za-z0-9_\-]{0,8}")
 # Credentials in a URL: https://user:password@host
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@")
 # Field names whose whole value is a secret, whatever it looks like.
@@ -64,7 +66,7 @@ def redact_value(value, secrets: tuple | None = None, depth=0):
     if isinstance(value, dict):
         return {
             redact(str(k), secrets): REDACTED
-            if _SECRET_FIELD.search(str(k)) and v not in (None, "")
+            if _SECRET_FIELD.search(str(k)) and v not in (None, "") and not _is_prefix(v)
             else redact_value(v, secrets, depth + 1)
             for k, v in value.items()
         }
@@ -78,6 +80,11 @@ def redact_value(value, secrets: tuple | None = None, depth=0):
 
 
 _secrets_cache: list = []  # [tuple of values]; emptied when a setting changes (tests)
+
+
+def _is_prefix(value) -> bool:
+    """An API key's visible prefix (ApiKey.prefix) may be logged, even in a field named api_key."""
+    return isinstance(value, str) and _KEY_PREFIX.fullmatch(value) is not None
 
 
 def configured_secrets() -> tuple:

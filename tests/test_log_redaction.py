@@ -168,3 +168,15 @@ def test_the_filter_masks_the_message_for_any_handler(configured):
     record = logging.LogRecord("x", logging.INFO, "", 0, "posting with %s", (SANDBOX_NEW,), None)
     RedactSecretsFilter().filter(record)
     assert SANDBOX_NEW not in record.getMessage()
+
+
+def test_an_api_keys_visible_prefix_stays_the_rest_never(output):
+    """ApiKey.prefix ("hk_live_" and 8 characters) identifies a key in logs; the rest of a key
+    is its secret."""
+    logger, stream = output
+    prefix = API_KEY[: len("hk_live_") + 8]
+    logger.info("request", extra={"api_key": prefix, "client": "alpha"})
+    logger.info("oops %s", API_KEY, extra={"api_key": API_KEY})
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["api_key"] == prefix
+    assert second["message"] == f"oops {prefix}[redacted]" and second["api_key"] == "[redacted]"
