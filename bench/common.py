@@ -47,6 +47,9 @@ def bench_env(port: int, **extra) -> dict:
         "RATELIMIT_ENABLE": "false",
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "STATICFILES_BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage",
+        # Production settings: the sandbox only when asked for, with a secret of our own.
+        "SMS_PROVIDERS_ENABLED": "sandbox",
+        "SANDBOX_WEBHOOK_SECRET": "bench-sandbox-secret",
     }
     env.update({k: str(v) for k, v in extra.items()})
     return env
@@ -117,7 +120,7 @@ class Gunicorn:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if requests.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return self
             except requests.RequestException:
                 pass

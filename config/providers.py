@@ -93,10 +93,15 @@ WEBHOOK_AUTH_OPTIONS = {
 }
 VONAGE_SIGNATURE_METHODS = ("md5hash", "md5", "sha1", "sha256", "sha512")
 
+# Published in the README and the sandbox's docs: anyone can sign with it.
+DEFAULT_SANDBOX_SECRET = "sandbox-secret"
 
-def build_sms_providers(env):
-    """Return (SMS_PROVIDERS, enabled names, default name) from the environment."""
-    enabled = env.list("SMS_PROVIDERS_ENABLED", default=["sandbox"])
+
+def build_sms_providers(env, debug=False):
+    """Return (SMS_PROVIDERS, enabled names, default name) from the environment. Only with
+    DEBUG on does the sandbox run without being asked for: in production nothing is enabled
+    unless SMS_PROVIDERS_ENABLED says so."""
+    enabled = env.list("SMS_PROVIDERS_ENABLED", default=["sandbox"] if debug else [])
     providers = {}
     for name in enabled:
         if name not in PROVIDER_SPECS:
@@ -117,6 +122,23 @@ def build_sms_providers(env):
         }
     default = env.str("SMS_DEFAULT_PROVIDER", default=enabled[0] if enabled else "sandbox")
     return providers, enabled, default
+
+
+def open_sandbox_problems(debug: bool, providers: dict, enabled: list) -> list:
+    """Why this configuration would run an open sandbox in production (empty: it would not).
+    With DEBUG off the sandbox must be listed in SMS_PROVIDERS_ENABLED (build_sms_providers
+    never adds it then) and signed with a secret of the deployment's own."""
+    if debug or "sandbox" not in enabled:
+        return []
+    secrets = str(providers.get("sandbox", {}).get("OPTIONS", {}).get("WEBHOOK_SECRET") or "")
+    if DEFAULT_SANDBOX_SECRET in [s.strip() for s in secrets.split(",")] or not secrets.strip():
+        return [
+            "The sandbox provider is enabled with DEBUG off and SANDBOX_WEBHOOK_SECRET is the "
+            f"published default '{DEFAULT_SANDBOX_SECRET}' (or empty): anyone could post it "
+            "receipts and inbound messages. Set SANDBOX_WEBHOOK_SECRET to a secret of your own, "
+            "or remove 'sandbox' from SMS_PROVIDERS_ENABLED."
+        ]
+    return []
 
 
 def var_prefix(name: str) -> str:

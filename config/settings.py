@@ -8,6 +8,7 @@ production ones: DEBUG off, HTTPS-only cookies, HSTS. `scripts/dev` writes a `.e
 from pathlib import Path
 
 import environ
+from django.utils.csp import CSP
 
 from config.providers import build_sms_providers
 
@@ -54,6 +55,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Admin pages show times in the staff user's (browser's) zone, else UTC.
     "messaging.admin.timezone.StaffTimeZoneMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -69,6 +71,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.csp",  # {{ csp_nonce }}
             ],
         },
     },
@@ -92,6 +95,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Rate-limit counters live here; use redis://127.0.0.1:6379/1 when running several processes.
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://herald")}
 RATELIMIT_USE_CACHE = "default"
+if CACHES["default"]["BACKEND"] == "django_redis.cache.RedisCache":
+    # A Redis that stops answering fails fast (readiness says so) instead of hanging requests.
+    CACHES["default"].setdefault("OPTIONS", {}).setdefault("SOCKET_CONNECT_TIMEOUT", 2)
+    CACHES["default"]["OPTIONS"].setdefault("SOCKET_TIMEOUT", 2)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -123,14 +130,31 @@ STORAGES = {
 # --- Security (production defaults; DEBUG relaxes the HTTPS-only ones) ---
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# Probes and the Prometheus scrape reach the process directly, over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
-SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_CONTENT_TYPE_NOSNIFF = True  # X-Content-Type-Options: nosniff
+SECURE_REFERRER_POLICY = "same-origin"  # admin URLs (message ids, searches) stay on this site
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (Django's built-in middleware): scripts and styles only from our own
+# static files, or inline where the template carries the request's nonce (the API docs' page);
+# Swagger UI's icons are data: images. The browser suite fails on any violation.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF, CSP.NONCE],
+    "img-src": [CSP.SELF, "data:"],
+    "font-src": [CSP.SELF],
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
 # The webhook view reads the raw body itself and enforces WEBHOOK_MAX_BODY_BYTES (413).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)
 
@@ -204,15 +228,34 @@ SMS_FALLBACK_PROVIDERS = env.list("SMS_FALLBACK_PROVIDERS", default=[])
 RECEIPT_TIMEOUT_HOURS = env.int("RECEIPT_TIMEOUT_HOURS", default=72)
 RAW_PAYLOAD_RETENTION_DAYS = env.int("RAW_PAYLOAD_RETENTION_DAYS", default=90)
 MAX_BODY_CHARS = env.int("MAX_BODY_CHARS", default=1600)
+# Message bodies and raw event payloads are erased after this many days by purge_payloads
+# (0: kept forever); a client's retention_body_days overrides it.
+RETENTION_BODY_DAYS = env.int("RETENTION_BODY_DAYS", default=30)
+RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=2000)
 
-SMS_PROVIDERS, SMS_PROVIDERS_ENABLED, SMS_DEFAULT_PROVIDER = build_sms_providers(env)
+# --- Operations: metrics and readiness ---
+# /metrics answers 404 until a token is set; then only `Authorization: Bearer <token>`.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+# Optional addresses or networks allowed to scrape (empty: any address with the token).
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
+# Shared by every process of a host (gunicorn workers and the sender) so /metrics sums their
+# counters; prometheus_client reads it from the environment, so it cannot be set here alone.
+PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR", default="")
+# /readyz fails when no sender heartbeated within this many seconds (0: no worker check).
+READINESS_HEARTBEAT_SECONDS = env.int("READINESS_HEARTBEAT_SECONDS", default=60)
+HEARTBEAT_INTERVAL = env.float("HEARTBEAT_INTERVAL", default=5.0)
+
+SMS_PROVIDERS, SMS_PROVIDERS_ENABLED, SMS_DEFAULT_PROVIDER = build_sms_providers(env, DEBUG)
+# Inbound messages through the sandbox change the opt-out list only where the sandbox is all
+# there is (DEBUG, or no real provider enabled): its numbers are not real subscribers.
+SANDBOX_INBOUND_CHANGES_OPTOUTS = DEBUG or SMS_PROVIDERS_ENABLED == ["sandbox"]
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
+            "()": "messaging.logging.RedactingJsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         }

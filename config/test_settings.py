@@ -13,6 +13,11 @@ os.environ.setdefault(
 )
 os.environ.setdefault("SANDBOX_RECEIPT_DELAY", "0")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
+# DEBUG is off here, as in production: the sandbox must be enabled explicitly and signed with a
+# secret of our own (config/providers.py open_sandbox_problems). Tests sign with this one.
+TEST_SANDBOX_SECRET = "test-sandbox-secret-not-the-published-default"
+os.environ.setdefault("SMS_PROVIDERS_ENABLED", "sandbox")
+os.environ.setdefault("SANDBOX_WEBHOOK_SECRET", TEST_SANDBOX_SECRET)
 
 from config.settings import *  # noqa: E402,F403
 

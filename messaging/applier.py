@@ -37,6 +37,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from messaging import metrics
 from messaging.bulk import bulk_set
 from messaging.models import Message, MessagePart, Source, StatusEvent, WebhookRequest
 from messaging.providers.base import DeliveryReport, WebhookParseError
@@ -284,7 +285,8 @@ def _our_id(reference):
 
 # What deciding and writing a message needs (bodies and metadata stay in the database).
 MESSAGE_FIELDS = ("id", "status", "error_code", "error_text", "price", "currency",
-                  "completed_at", "lease_until", "lease_owner", "updated_at")  # fmt: skip
+                  "completed_at", "lease_until", "lease_owner", "updated_at",
+                  "sent_at")  # fmt: skip
 
 
 def _apply_fast(entries):
@@ -343,6 +345,7 @@ def _apply_fast(entries):
         _log(e, APPLIED if decision.applied else IGNORED)
         if decision.applied:
             fields |= _move(message, decision.status, report)
+            metrics.receipt_final(e.provider, message)
         elif report.price is not None and message.price is None:
             message.price, message.currency = report.price, report.currency
             fields |= {"price", "currency"}
@@ -357,6 +360,7 @@ def _apply_fast(entries):
 
 def _log(e: _Entry, result: str):
     """One line per receipt, as services.receipts.apply_report writes it."""
+    metrics.receipt(e.provider, result)
     log.info(
         "receipt",
         extra={"provider": e.provider, "message_id": str(e.message_id),

@@ -4,7 +4,12 @@ a provider whose webhook authentication is switched off is a deploy warning."""
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
-from config.providers import PROVIDER_SPECS, VONAGE_SIGNATURE_METHODS, WEBHOOK_AUTH_OPTIONS
+from config.providers import (
+    PROVIDER_SPECS,
+    VONAGE_SIGNATURE_METHODS,
+    WEBHOOK_AUTH_OPTIONS,
+    open_sandbox_problems,
+)
 from messaging import pricing
 
 
@@ -118,6 +123,43 @@ def _webhook_auth_errors(name, config) -> list:
             )
         )
     return errors
+
+
+@register(Tags.security, deploy=True)
+def no_open_sandbox(app_configs, **kwargs):
+    """check --deploy: the sandbox in production needs a secret of the deployment's own."""
+    return [
+        Error(problem, hint="See README, 'The sandbox in production'.", id="herald.E010")
+        for problem in open_sandbox_problems(
+            settings.DEBUG, settings.SMS_PROVIDERS, settings.SMS_PROVIDERS_ENABLED
+        )
+    ]
+
+
+def refuse_open_sandbox():
+    """Called when a web or worker process starts (config/wsgi.py, run_sender, run_applier):
+    the process does not start with an open sandbox in production."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    problems = open_sandbox_problems(
+        settings.DEBUG, settings.SMS_PROVIDERS, settings.SMS_PROVIDERS_ENABLED
+    )
+    if problems:
+        raise ImproperlyConfigured(" ".join(problems))
+
+
+@register()
+def some_provider_enabled(app_configs, **kwargs):
+    if settings.SMS_PROVIDERS_ENABLED:
+        return []
+    return [
+        Error(
+            "No SMS provider is enabled.",
+            hint="Set SMS_PROVIDERS_ENABLED (for example 'twilio', or 'sandbox' with your own "
+            "SANDBOX_WEBHOOK_SECRET). With DEBUG off the sandbox is not enabled by default.",
+            id="herald.E011",
+        )
+    ]
 
 
 @register(Tags.security, deploy=True)

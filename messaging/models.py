@@ -29,6 +29,7 @@ class Source(models.TextChoices):
     SENDER = "sender", "Sender"
     WEBHOOK = "webhook", "Webhook"
     RECONCILE = "reconcile", "Reconcile"
+    RETENTION = "retention", "Retention"
 
 
 DEFAULT_CLIENT_SLUG = "default"
@@ -59,6 +60,12 @@ class Client(models.Model):
     allowed_providers = models.JSONField(default=list, blank=True)
     # Numbers and sender ids the client owns: inbound SMS to one of them belong to the client.
     owned_numbers = models.JSONField(default=list, blank=True)
+    # Days after which this client's message bodies are erased (blank: RETENTION_BODY_DAYS).
+    retention_body_days = models.PositiveIntegerField(
+        "keep bodies for (days)", null=True, blank=True,
+        help_text="Blank: the RETENTION_BODY_DAYS setting. Bodies and raw payloads older than "
+        "this are erased by purge_payloads; statuses and timestamps stay.",
+    )  # fmt: skip
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -176,6 +183,8 @@ class Message(models.Model):
                 name="msg_due_idx",
                 condition=Q(status=Status.QUEUED),
             ),
+            # Retention (purge_payloads) scans only rows whose body is still kept, oldest first.
+            models.Index(fields=["created_at"], name="msg_body_kept_idx", condition=~Q(body="")),
             # Lease recovery and receipt time-outs scan only in-flight rows.
             models.Index(
                 fields=["status", "updated_at"],
@@ -235,6 +244,12 @@ class AppendOnlyQuerySet(models.QuerySet):
 
     def delete(self):
         raise TypeError("audit rows are append-only")
+
+    def erase_payloads(self) -> int:
+        """The one change audit rows allow: retention (messaging/services/retention.py) erases
+        the raw provider payloads, which hold personal data. Only that column, only to null;
+        every other fact of the event stays."""
+        return models.QuerySet.update(self.exclude(raw_payload__isnull=True), raw_payload=None)
 
 
 class StatusEvent(models.Model):
@@ -473,3 +488,24 @@ class ProviderPacing(models.Model):
 
     def __str__(self):
         return f"{self.provider} next slot {self.next_slot:.3f}"
+
+
+class WorkerHeartbeat(models.Model):
+    """The last time each worker process (a sender or an applier loop) showed it was alive.
+    One row per process, written at most every HEARTBEAT_INTERVAL seconds; /readyz and the
+    herald_worker_heartbeat_age_seconds gauge read it (messaging/services/heartbeat.py)."""
+
+    class Kind(models.TextChoices):
+        SENDER = "sender", "Sender"
+        APPLIER = "applier", "Applier"
+
+    worker_id = models.CharField(max_length=64, primary_key=True)  # host:pid:random
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["kind", "last_seen"], name="heartbeat_kind_seen_idx")]
+
+    def __str__(self):
+        return f"{self.kind} {self.worker_id} at {self.last_seen:%H:%M:%S}"

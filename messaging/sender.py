@@ -28,8 +28,9 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
-from messaging import applier
+from messaging import applier, metrics
 from messaging.providers.sandbox import deliver_due_receipts
+from messaging.services.heartbeat import Heartbeat
 from messaging.services.pacing import provider_rate, wait_for_slot
 from messaging.services.sending import (
     Accepted,
@@ -87,6 +88,7 @@ class Sender:
         self.stopping = False
         self._inflight = set()  # futures of claimed messages not yet recorded
         self._unrecorded = []  # accepted sends whose recording failed, to try again
+        self.heartbeat = Heartbeat(self.owner, "sender")
 
     def session(self, provider: str) -> requests.Session:
         sessions = getattr(self._local, "sessions", None)
@@ -112,6 +114,7 @@ class Sender:
         """One pass. Returns how many messages were claimed. With wait=False the batch is left
         sending on the pool (run() overlaps the next claim with the end of this batch)."""
         close_old_connections()
+        self.heartbeat.beat()  # at most every HEARTBEAT_INTERVAL seconds
         recover_expired_leases()
         batch = claim_due(self.batch_size, self.owner)
         futures = [self.pool.submit(self._send, message) for message in batch]
@@ -205,12 +208,14 @@ class Sender:
                     time.sleep(settings.SENDER_POLL_INTERVAL)
         self._finish_inflight()  # what is claimed is sent and recorded before exiting
         self.pool.shutdown(wait=True)
+        self.heartbeat.stop()
         if self._unrecorded:  # the database is gone: their leases expire and they become unknown
             log.error("exiting with unrecorded sends", extra={"sends": len(self._unrecorded)})
         return total
 
 
 def _log_send(message, status):
+    metrics.send_outcome(message.provider, status)
     log.info(
         "send",
         extra={"message_id": str(message.pk), "provider": message.provider,

@@ -22,6 +22,7 @@ import pytest
 import requests
 from django.db import connection
 
+from config.test_settings import TEST_SANDBOX_SECRET as SANDBOX_SECRET
 from messaging.emulator.base import Emulator, Faults
 from messaging.models import Message, StatusEvent, WebhookRequest
 from messaging.providers.base import SendResult
@@ -196,7 +197,7 @@ def post_receipt(base_url, payload) -> requests.Response:
     headers = {
         "Content-Type": "application/json",
         "X-Sandbox-Timestamp": stamp,
-        "X-Sandbox-Signature": sign("sandbox-secret", stamp, body),
+        "X-Sandbox-Signature": sign(SANDBOX_SECRET, stamp, body),
     }
     return requests.post(base_url + URL, data=body, headers=headers, timeout=30)
 

@@ -8,6 +8,7 @@ from unittest import mock
 import pytest
 from django.db import DatabaseError
 
+from config.test_settings import TEST_SANDBOX_SECRET as SANDBOX_SECRET
 from messaging.models import Message, MessagePart, StatusEvent, UnmatchedReport, WebhookRequest
 from messaging.providers.base import SendResult
 from messaging.providers.sandbox import sign
@@ -18,12 +19,12 @@ pytestmark = pytest.mark.django_db
 URL = "/webhooks/sandbox/status/"
 
 
-def sandbox_headers(body, secret="sandbox-secret", stamp=None):
+def sandbox_headers(body, secret=SANDBOX_SECRET, stamp=None):
     stamp = stamp or str(int(time.time()))
     return {"X-Sandbox-Timestamp": stamp, "X-Sandbox-Signature": sign(secret, stamp, body)}
 
 
-def signed(client, payload, secret="sandbox-secret", body=None, url=URL):
+def signed(client, payload, secret=SANDBOX_SECRET, body=None, url=URL):
     body = body if body is not None else json.dumps(payload).encode()
     return client.post(
         url, body, content_type="application/json", headers=sandbox_headers(body, secret)
@@ -64,7 +65,7 @@ def test_failed_authentication_is_401_and_recorded(client, how):
     stamp = str(int(time.time()))
     headers = {
         "X-Sandbox-Timestamp": stamp,
-        "X-Sandbox-Signature": sign("sandbox-secret", stamp, body),
+        "X-Sandbox-Signature": sign(SANDBOX_SECRET, stamp, body),
     }
     if how == "no-signature":
         del headers["X-Sandbox-Signature"]
@@ -76,7 +77,7 @@ def test_failed_authentication_is_401_and_recorded(client, how):
         old = str(int(time.time()) - 3600)
         headers = {
             "X-Sandbox-Timestamp": old,
-            "X-Sandbox-Signature": sign("sandbox-secret", old, body),
+            "X-Sandbox-Signature": sign(SANDBOX_SECRET, old, body),
         }
     else:
         headers["X-Sandbox-Timestamp"] = "yesterday"

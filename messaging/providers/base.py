@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl
 import requests
 from django.conf import settings
 
+from messaging import metrics
 from messaging.status import Status
 from messaging.text import unstorable
 
@@ -354,6 +355,7 @@ class Provider:
 
     def send(self, sms: OutboundSms, session: requests.Session) -> SendResult:
         request = self.build_send_request(sms)
+        started = time.perf_counter()
         try:
             response = session.request(
                 request.method,
@@ -372,6 +374,10 @@ class Provider:
             raise AmbiguousSendError(f"connection lost: {exc}", code="connection") from exc
         except requests.RequestException as exc:  # read timeout and the like: it may have arrived
             raise AmbiguousSendError(f"no response: {exc}", code="timeout") from exc
+        finally:
+            metrics.provider_request_seconds.labels(metrics.provider_label(self.name)).observe(
+                time.perf_counter() - started
+            )
         try:
             return self.parse_send_response(response)
         except SendError as exc:

@@ -1,5 +1,6 @@
 """Inbound SMS: stored as inbound messages; STOP/START keywords maintain the opt-out list."""
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from messaging import selectors
@@ -42,7 +43,10 @@ def record_inbound(provider: str, sms: InboundSms, *, webhook_request=None):
                 webhook_request=webhook_request,
                 note="inbound message",
             )
-            optouts.apply_keyword(sender, sms.text, source_message=message)
+            if provider != "sandbox" or settings.SANDBOX_INBOUND_CHANGES_OPTOUTS:
+                optouts.apply_keyword(sender, sms.text, source_message=message)
+            # Otherwise a sandbox "STOP" is stored like any inbound message but changes nothing:
+            # its sender is not a subscriber real providers deliver to.
     except IntegrityError:  # the same inbound message stored concurrently
         message = Message.objects.get(
             provider=provider,

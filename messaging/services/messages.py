@@ -141,13 +141,15 @@ def resend(
     keeps that key, so it is a test message too and goes through the sandbox.
 
     A message that was resent already is refused unless `repeat` says a further copy is meant
-    (staff tick "send again anyway", with the reason every staff resend has; the API's
-    `"again": true`): two staff, or one double click, must not send the same text twice. The
-    original's row lock makes the check and the new copy one step."""
+    (staff tick "send again anyway", with the reason every staff resend has; the API passes
+    it, as its Idempotency-Key guards retries): two staff, or one double click, must not send
+    the same text twice. The original's row lock makes the check and the new copy one step."""
     if not can_resend(original):
         raise NotResendable(f"A {original.status} message cannot be resent.")
     if api_key is None and original.api_key_id and original.api_key.kind == ApiKey.Kind.TEST:
         api_key = original.api_key
+    if not original.body:
+        raise NotResendable("Its body was erased by retention (RETENTION_BODY_DAYS).")
     with transaction.atomic():
         Message.objects.select_for_update().only("pk").get(pk=original.pk)
         earlier = original.resends.order_by("-created_at").first()

@@ -17,6 +17,7 @@ import time
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
+from messaging import metrics
 from messaging.models import ProviderPacing
 
 log = logging.getLogger("herald.sender")
@@ -76,6 +77,7 @@ def wait_for_slot(provider: str, rate: float) -> float:
     """Block until this sender may send to `provider`. Returns the seconds waited."""
     slot = reserve_slot(provider, rate)
     delay = slot - time.time()
+    metrics.pacing_wait_seconds.labels(metrics.provider_label(provider)).observe(max(0.0, delay))
     if delay > 0:
         time.sleep(delay)
     return max(0.0, delay)

@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from messaging import metrics
 from messaging.models import Message, MessagePart, Source, StatusEvent, UnmatchedReport
 from messaging.providers.base import DeliveryReport
 from messaging.status import Decision, Status, decide, is_terminal, roll_up
@@ -60,6 +61,7 @@ def find_target(provider: str, report: DeliveryReport):
 
 def apply_report(provider: str, report: DeliveryReport, **kwargs) -> Outcome:
     outcome = _apply_report(provider, report, **kwargs)
+    metrics.receipt(provider, outcome.result)
     log.info(
         "receipt",
         extra={"provider": provider, "message_id": str(outcome.message_id or ""),
@@ -163,6 +165,7 @@ def _move(message: Message, status: Status, report: DeliveryReport):
     message.lease_until, message.lease_owner = None, ""
     fields += ["lease_until", "lease_owner"]
     message.save(update_fields=fields)
+    metrics.receipt_final(message.provider, message)
 
 
 def apply_reports(provider: str, reports, *, webhook_request=None, source=Source.WEBHOOK):

@@ -18,7 +18,7 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.core import is_ratelimited
 
-from messaging import applier, providers
+from messaging import applier, metrics, providers
 from messaging.models import WebhookRequest
 from messaging.providers.base import WebhookAuthError, WebhookInput, WebhookParseError
 from messaging.services import webhooks
@@ -137,6 +137,7 @@ class WebhookView(View):
 
     def _refuse(self, winput, path, status, reason):
         """Store a request that failed authentication (counted per provider), then refuse it."""
+        metrics.webhook_auth_failed(self.provider_name, self.kind)
         try:
             webhooks.store(
                 self.provider_name, self.kind, winput, path,

@@ -140,6 +140,12 @@ def _message(key):
     return lambda d: f"/admin/messaging/message/{d[key].pk}/change/"
 
 
+def _default_client_pk():
+    from messaging.models import Client
+
+    return Client.objects.default().pk
+
+
 PAGES = [
     Page("index", lambda d: "/admin/"),
     Page("messages", lambda d: "/admin/messaging/message/"),
@@ -168,6 +174,8 @@ PAGES = [
     Page("opt-out", lambda d: f"/admin/messaging/optout/{_optout_pk('+447911100901')}/change/",
          "#herald-optout-history"),
     Page("opt-out-add", lambda d: "/admin/messaging/optout/add/", "#herald-optout-add-form"),
+    Page("clients", lambda d: "/admin/messaging/client/"),
+    Page("client", lambda d: f"/admin/messaging/client/{_default_client_pk()}/change/"),
 ]  # fmt: skip
 
 
@@ -200,21 +208,27 @@ def test_page_reads_cleanly(spec, logged_in, live_server, dataset, artifacts):
     )
 
 
+def add_css(page, css):
+    """Break the page on purpose. A constructed style sheet: the Content-Security-Policy
+    refuses the <style> element Playwright's add_style_tag would add."""
+    page.evaluate(
+        "css => { const sheet = new CSSStyleSheet(); sheet.replaceSync(css);"
+        " document.adoptedStyleSheets = [...document.adoptedStyleSheets, sheet]; }",
+        css,
+    )
+
+
 def test_the_check_catches_what_issue_13_saw(logged_in, live_server, dataset):
     """The check is not vacuous: the index's old one-letter column and overlapping timeline
     cells, recreated with CSS, are reported."""
     page = logged_in
     page.set_viewport_size({"width": 1366, "height": 900})
     page.goto(f"{live_server.url}/admin/")
-    page.add_style_tag(
-        content="#herald-dashboard-link a { display: inline-block; width: 12px; "
-        "overflow-wrap: anywhere; }"
-    )
+    add_css(page, "#herald-dashboard-link a { display: inline-block; width: 12px; "
+            "overflow-wrap: anywhere; }")  # fmt: skip
     problems = page.evaluate(LAYOUT_PROBLEMS)
     assert any("narrower than its word" in p or "word broken" in p for p in problems), problems
 
     page.goto(live_server.url + _message("failed")(dataset))
-    page.add_style_tag(
-        content=".herald-timeline td:nth-child(2) { position: relative; left: -90px; }"
-    )
+    add_css(page, ".herald-timeline td:nth-child(2) { position: relative; left: -90px; }")
     assert any("overlap in a table row" in p for p in page.evaluate(LAYOUT_PROBLEMS))

@@ -17,6 +17,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
+from config.test_settings import TEST_SANDBOX_SECRET as SANDBOX_SECRET
 from messaging import applier
 from messaging.models import Client, Message, MessagePart, StatusEvent, WebhookRequest
 from messaging.providers.sandbox import sign
@@ -35,7 +36,7 @@ def post(client, payload=None, body=None):
     stamp = str(int(time.time()))
     headers = {
         "X-Sandbox-Timestamp": stamp,
-        "X-Sandbox-Signature": sign("sandbox-secret", stamp, body),
+        "X-Sandbox-Signature": sign(SANDBOX_SECRET, stamp, body),
     }
     return client.post(URL, body, content_type="application/json", headers=headers)
 

@@ -1,15 +1,32 @@
 from django.core.management.base import BaseCommand
 
-from messaging.services.retention import purge_raw_payloads
+from messaging.services.retention import erase_bodies, purge_raw_payloads
 
 
 class Command(BaseCommand):
-    help = "Erase raw webhook bodies older than RAW_PAYLOAD_RETENTION_DAYS (run from cron)."
+    help = (
+        "Daily retention (run from cron): erase message bodies and raw event payloads older "
+        "than RETENTION_BODY_DAYS (or the client's retention_body_days), and raw webhook "
+        "bodies older than RAW_PAYLOAD_RETENTION_DAYS. Batched; prints progress."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--days", type=int, help="override RAW_PAYLOAD_RETENTION_DAYS")
+        parser.add_argument(
+            "--body-days", type=int, help="override RETENTION_BODY_DAYS (clients' own stay)"
+        )
+        parser.add_argument("--batch-size", type=int, help="override RETENTION_BATCH_SIZE")
 
-    def handle(self, *args, days=None, **options):
+    def handle(self, *args, days=None, body_days=None, batch_size=None, **options):
+        bodies = erase_bodies(
+            default_days=body_days, batch_size=batch_size, progress=self.stdout.write
+        )
+        self.stdout.write(
+            "purge_payloads: {bodies_erased} message bodies erased, {event_payloads_erased} "
+            "event payloads erased, {webhook_bodies_erased} of their webhook bodies erased".format(
+                **bodies
+            )  # fmt: skip
+        )
         counts = purge_raw_payloads(days=days)
         self.stdout.write(
             "purge_payloads: {webhook_bodies_erased} webhook bodies erased, "

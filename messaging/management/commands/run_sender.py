@@ -2,6 +2,7 @@ import signal
 
 from django.core.management.base import BaseCommand
 
+from messaging.checks import refuse_open_sandbox
 from messaging.sender import Sender
 
 
@@ -15,6 +16,7 @@ class Command(BaseCommand):
         parser.add_argument("--max-seconds", type=float, help="stop after this long")
 
     def handle(self, *args, **options):
+        refuse_open_sandbox()
         sender = Sender(concurrency=options["concurrency"], batch_size=options["batch_size"])
 
         def stop(signum, frame):  # finish the batch in hand, then exit
