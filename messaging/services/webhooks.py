@@ -12,8 +12,8 @@ from django.utils import timezone
 from messaging import providers
 from messaging.models import Source, StatusEvent, WebhookRequest
 from messaging.providers.base import WebhookInput, WebhookParseError, check_items
+from messaging.services import receipts
 from messaging.services.inbound import record_inbound
-from messaging.services.receipts import apply_report
 
 log = logging.getLogger("herald.webhooks")
 
@@ -133,16 +133,21 @@ def parse(provider_name: str, kind: str, winput: WebhookInput) -> list:
     return check_items(provider.parse_status_webhook(winput))
 
 
-def apply_parsed(stored: WebhookRequest, items: list, *, actor=None, source=Source.WEBHOOK):
+def apply_parsed(
+    stored: WebhookRequest, items: list, *, actor=None, source=Source.WEBHOOK, replayed=False
+):
     """Apply parsed reports or inbound messages; record the result on the evidence row."""
     try:
-        for item in items:
-            if stored.kind == "inbound":
+        if stored.kind == "inbound":
+            for item in items:
                 record_inbound(stored.provider, item, webhook_request=stored)
-            else:
-                apply_report(
-                    stored.provider, item, webhook_request=stored, source=source, actor=actor
-                )
+        else:
+            receipts.apply(
+                [receipts.Incoming(stored.provider, item, stored) for item in items],
+                source=source,
+                actor=actor,
+                show_duplicates=not replayed,
+            )
     except Exception as exc:
         log.exception("webhook processing failed", extra={"webhook_request": stored.pk})
         mark(stored, WebhookRequest.State.FAILED, error=f"{type(exc).__name__}: {exc}",
@@ -172,7 +177,9 @@ def replay(stored: WebhookRequest, *, actor=None) -> bool:
     if stored.query_string:
         url += "?" + stored.query_string
     before = set(stored.events.values_list("id", flat=True))
-    ok = process(stored, input_from_stored(stored, url), actor=actor, source=Source.WEBHOOK)
+    ok = process(
+        stored, input_from_stored(stored, url), actor=actor, source=Source.WEBHOOK, replayed=True
+    )
     for message_id in set(stored.events.values_list("message_id", flat=True)):
         StatusEvent.objects.create(
             message_id=message_id,
@@ -197,6 +204,3 @@ def mark(stored: WebhookRequest, state, **fields):
         WebhookRequest.objects.filter(pk=stored.pk).update(
             state=state, processed_at=stored.processed_at, **fields
         )
-
-
-_mark = mark  # the earlier private name

@@ -21,6 +21,7 @@ from messaging import applier
 from messaging.models import Client, Message, MessagePart, StatusEvent, WebhookRequest
 from messaging.providers.sandbox import sign
 from messaging.sender import Sender
+from messaging.services import receipts
 
 URL = "/webhooks/sandbox/status/"
 
@@ -104,17 +105,16 @@ def test_a_failing_batch_falls_back_to_one_row_at_a_time(client, deferred):
     messages = sent(3)
     for i in range(3):
         assert post(client, receipt(f"p{i}")).status_code == 200
-    real = applier.apply_report
+    real = receipts.apply
 
-    def flaky(provider, report, **kwargs):
-        if report.provider_message_id == "p1":
+    def flaky(incoming, **kwargs):
+        if len(incoming) > 1:
+            raise RuntimeError("batch bug")
+        if incoming[0].report.provider_message_id == "p1":
             raise RuntimeError("boom")
-        return real(provider, report, **kwargs)
+        return real(incoming, **kwargs)
 
-    with (
-        mock.patch.object(applier, "_apply_fast", side_effect=RuntimeError("batch bug")),
-        mock.patch("messaging.services.webhooks.apply_report", side_effect=flaky),
-    ):
+    with mock.patch.object(receipts, "apply", side_effect=flaky):
         done = applier.apply_pending()
     assert (done.rows, done.failed_rows) == (3, 1)
     states = dict(WebhookRequest.objects.values_list("body", "state"))
