@@ -160,6 +160,10 @@ API_RATE_LIMIT = env("API_RATE_LIMIT", default="600/m")
 API_SEND_RATE_LIMIT = env("API_SEND_RATE_LIMIT", default="300/m")
 WEBHOOK_RATE_LIMIT = env("WEBHOOK_RATE_LIMIT", default="60000/m")
 WEBHOOK_MAX_BODY_BYTES = env.int("WEBHOOK_MAX_BODY_BYTES", default=1_048_576)
+# Refused webhook requests (failed authentication, too large) stored per provider per minute,
+# each with its headers, size, hash and first 2 KB; beyond it they are only counted
+# (RefusedWebhookTally). The count lives in the cache: shared across processes with CACHE_URL.
+WEBHOOK_REFUSED_STORED_PER_MINUTE = env.int("WEBHOOK_REFUSED_STORED_PER_MINUTE", default=60)
 RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
 # true: the webhook view applies what it stored before answering. false: it only stores and
 # answers, and `run_applier` (or the sender's loop) applies stored receipts in batches.

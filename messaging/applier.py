@@ -65,6 +65,17 @@ def pending():
     return WebhookRequest.objects.filter(state=PENDING, authenticated=True)
 
 
+def backlog() -> tuple:
+    """(stored requests waiting to be applied, age in seconds of the oldest): what readiness
+    and the system check report when no applier keeps up. One index scan (webhook_pending_idx)."""
+    from django.db.models import Count, Min
+
+    found = pending().order_by().aggregate(n=Count("id"), oldest=Min("received_at"))
+    if not found["n"]:
+        return 0, 0.0
+    return found["n"], (timezone.now() - found["oldest"]).total_seconds()
+
+
 def apply_pending(batch_size: int = 200, max_reports: int = 2000) -> Drained:
     """Claim and apply one batch of stored requests. Returns what was done (rows == 0: idle)."""
     with transaction.atomic():

@@ -1,7 +1,8 @@
 """One webhook view for every provider: authenticate on the raw body, store, then answer.
 
-Answers: 2xx only once the request is stored; 401 when authentication fails (stored and
-counted); 400 when the body cannot be parsed (stored); 413 over WEBHOOK_MAX_BODY_BYTES; 429
+Answers: 2xx only once the request is stored; 401 when authentication fails (its headers,
+size, hash and first 2 KB stored within a per-provider budget a minute, beyond it only counted);
+400 when the body cannot be parsed (stored); 413 over WEBHOOK_MAX_BODY_BYTES; 429
 over the per-source rate limit (providers retry 429); 503 when it cannot be stored, so the
 provider retries (Sinch retries only 5xx and 429).
 """
@@ -80,8 +81,8 @@ class WebhookView(View):
             body = request.read(settings.WEBHOOK_MAX_BODY_BYTES + 1)
         except OSError:
             return _answer(400, "could not read the request body")
-        if len(body) > settings.WEBHOOK_MAX_BODY_BYTES:
-            return self._too_large(request, len(body))
+        if len(body) > settings.WEBHOOK_MAX_BODY_BYTES:  # no (or a false) Content-Length
+            return self._too_large(request, len(body), body)
         try:
             provider = providers.get_provider(self.provider_name)
         except providers.UnknownProvider:
@@ -136,9 +137,10 @@ class WebhookView(View):
         return response
 
     def _refuse(self, winput, path, status, reason):
-        """Store a request that failed authentication (counted per provider), then refuse it."""
+        """Keep a request that failed authentication (within the provider's budget, else only
+        counted), then refuse it."""
         try:
-            webhooks.store(
+            webhooks.refuse(
                 self.provider_name, self.kind, winput, path,
                 authenticated=False, auth_error=reason[:255],
                 state=WebhookRequest.State.UNAUTHENTICATED, response_status=status,
@@ -166,13 +168,15 @@ class WebhookView(View):
             return _answer(503, "temporarily unable to store the request")
         return respond(row)
 
-    def _too_large(self, request, size):
+    def _too_large(self, request, size, body=b""):
         try:
-            winput = webhook_input(request, b"")
-            webhooks.store(
-                self.provider_name, self.kind, winput, request.path,
-                authenticated=False, state=WebhookRequest.State.INVALID,
-                error=f"body of {size} bytes exceeds WEBHOOK_MAX_BODY_BYTES", response_status=413,
+            winput = webhook_input(request, body)
+            webhooks.refuse(
+                self.provider_name, self.kind, winput, request.path, size=size,
+                authenticated=False, state=WebhookRequest.State.TOO_LARGE,
+                error=f"body of {size} bytes exceeds WEBHOOK_MAX_BODY_BYTES "
+                f"({settings.WEBHOOK_MAX_BODY_BYTES})",
+                response_status=413,
             )  # fmt: skip
         except DatabaseError:
             return _answer(503, "temporarily unable to store the request")
