@@ -97,17 +97,11 @@ def apply_pending(batch_size: int = 200, max_reports: int = 2000) -> Drained:
 
 
 def apply_stored(stored: WebhookRequest, items: list) -> bool:
-    """Apply one request the view has just stored (inline mode), unless an applier already took
-    it. `items` are the reports the view parsed. True when it ended processed."""
+    """Apply one request the view has just stored in the caller's transaction (inline mode):
+    no applier can see the row before that commits, so there is nothing to claim. `items` are
+    the reports the view parsed. True when it ended processed."""
     with transaction.atomic():
-        claim = WebhookRequest.objects.filter(pk=stored.pk, state=PENDING)
-        if connection.vendor == "postgresql":
-            claim = claim.select_for_update(skip_locked=True)
-        rows = list(claim)  # list(): SQLite must not keep a cursor (and its table lock) open
-        if not rows:  # an applier holds it or has done it
-            return True
-        row = rows[0]
-        done = _apply_rows([row], parsed={row.pk: items})
+        done = _apply_rows([stored], parsed={stored.pk: items})
     return done.failed_rows == 0
 
 

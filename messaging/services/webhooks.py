@@ -107,9 +107,10 @@ def _insert(row: WebhookRequest) -> WebhookRequest:
     values = [f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields]
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        # Parameters bound server-side (bytes travel as bytes); never a named prepared
-        # statement, which a transaction-pooling PgBouncer would not keep.
-        cursor.execute(_insert_sql(), values, prepare=False)
+        # Parameters bound server-side (bytes travel as bytes). Prepared once the connection has
+        # run it prepare_threshold times (DB_PREPARE_THRESHOLD; empty: never, for a PgBouncer in
+        # transaction mode older than 1.21 or without max_prepared_statements).
+        cursor.execute(_insert_sql(), values)
         row.pk = cursor.fetchone()[0]
     row._state.adding, row._state.db = False, connection.alias
     return row

@@ -12,7 +12,7 @@ import traceback
 from urllib.parse import parse_qsl
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.http import HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
@@ -118,22 +118,25 @@ class WebhookView(View):
                 traceback=traceback.format_exc(),
             )  # fmt: skip
         status, response = self._ack(provider)
+        fields = dict(authenticated=True, state=WebhookRequest.State.RECEIVED,
+                      report_count=len(items), response_status=status)  # fmt: skip
         try:
-            stored = webhooks.store(
-                self.provider_name, self.kind, winput, path, authenticated=True,
-                state=WebhookRequest.State.RECEIVED, report_count=len(items),
-                response_status=status,
-            )  # fmt: skip
+            if applier.inline_enabled():
+                # Store and apply in one transaction: one commit (one WAL flush) per request.
+                # A failure to apply rolls back to a savepoint inside it and is recorded on the
+                # row (replayable); the row itself commits, or the answer is 503.
+                with transaction.atomic():
+                    stored = webhooks.store(self.provider_name, self.kind, winput, path, **fields)
+                    try:
+                        applier.apply_stored(stored, items)
+                    except DatabaseError:  # rolled back to its savepoint; the row stays
+                        log.exception("inline apply failed; left for the applier",
+                                      extra={"id": stored.pk})  # fmt: skip
+            else:  # deferred (the default): one INSERT; an applier drains `received`
+                webhooks.store(self.provider_name, self.kind, winput, path, **fields)
         except DatabaseError:
             log.exception("could not store a webhook", extra={"provider": self.provider_name})
             return _answer(503, "temporarily unable to store the request")
-        # Stored: from here on nothing is lost. Inline, apply now (a failure is ours, recorded on
-        # the row for replay, and still answered 2xx); deferred, an applier drains `received`.
-        if applier.inline_enabled():
-            try:
-                applier.apply_stored(stored, items)
-            except DatabaseError:
-                log.exception("inline apply failed; left for the applier", extra={"id": stored.pk})
         return response
 
     def _refuse(self, winput, path, status, reason):

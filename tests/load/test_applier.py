@@ -215,3 +215,18 @@ def test_concurrent_appliers_never_apply_a_row_twice(client, deferred, on_postgr
     assert StatusEvent.objects.filter(source="webhook").count() == 120
     assert set(Message.objects.filter(pk__in=[m.pk for m in messages]).values_list(
         "status", flat=True)) == {"delivered"}  # fmt: skip
+
+
+def test_deferred_apply_and_prepared_statements_are_the_production_defaults():
+    from tests.test_operations import manage
+
+    def setting(expression, **env):
+        code = f"from django.conf import settings as s; print('=>', {expression})"
+        result = manage("shell", "--no-imports", "-c", code, **env)
+        return result.stdout.rpartition("=> ")[2].strip() or result.stderr
+
+    assert setting("s.WEBHOOK_APPLY_INLINE, s.WEBHOOK_REFUSED_STORED_PER_MINUTE") == "False 60"
+    pg = {"DATABASE_URL": "postgres://u@127.0.0.1:5432/x"}
+    threshold = "s.DATABASES['default']['OPTIONS']['prepare_threshold']"
+    assert setting(threshold, **pg) == "5"
+    assert setting(threshold, DB_PREPARE_THRESHOLD="", **pg) == "None"  # behind old PgBouncer
