@@ -84,7 +84,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # No `SELECT 1` before each request's first query: a connection that died while idle fails
+    # that query instead (a webhook answers 503 and the provider retries; Django then drops it).
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=False)
     # psycopg prepares a statement server-side after it ran this many times on a connection
     # (the webhook's evidence INSERT; Django's own cursors bind client-side and never prepare).
     # Empty disables it: needed behind PgBouncer in transaction mode before 1.21, or without
