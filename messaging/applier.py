@@ -100,8 +100,7 @@ def apply_stored(stored: WebhookRequest, items: list) -> bool:
     """Apply one request the view has just stored in the caller's transaction (inline mode):
     no applier can see the row before that commits, so there is nothing to claim. `items` are
     the reports the view parsed. True when it ended processed."""
-    with transaction.atomic():
-        done = _apply_rows([stored], parsed={stored.pk: items})
+    done = _apply_rows([stored], parsed={stored.pk: items})  # its batch has a savepoint
     return done.failed_rows == 0
 
 

@@ -109,7 +109,9 @@ def apply(
     done = Applied(counts=Counter(dict.fromkeys(RESULTS, 0)))
     if not entries:
         return done
-    with transaction.atomic():
+    # No savepoint of its own inside a caller's transaction (two round trips per call): a caller
+    # that must survive a failure here (the applier's batch, apply_parsed) has one already.
+    with transaction.atomic(savepoint=False):
         _match(entries)
         _apply_matched(entries, done, source, actor, keep_unmatched, show_duplicates)
         _on_status_changes(done.changes)

@@ -187,16 +187,17 @@ def apply_parsed(
 ):
     """Apply parsed reports or inbound messages; record the result on the evidence row."""
     try:
-        if stored.kind == "inbound":
-            for item in items:
-                record_inbound(stored.provider, item, webhook_request=stored)
-        else:
-            receipts.apply(
-                [receipts.Incoming(stored.provider, item, stored) for item in items],
-                source=source,
-                actor=actor,
-                show_duplicates=not replayed,
-            )
+        with transaction.atomic():  # a failure leaves the caller's transaction usable
+            if stored.kind == "inbound":
+                for item in items:
+                    record_inbound(stored.provider, item, webhook_request=stored)
+            else:
+                receipts.apply(
+                    [receipts.Incoming(stored.provider, item, stored) for item in items],
+                    source=source,
+                    actor=actor,
+                    show_duplicates=not replayed,
+                )
     except Exception as exc:
         log.exception("webhook processing failed", extra={"webhook_request": stored.pk})
         mark(stored, WebhookRequest.State.FAILED, error=f"{type(exc).__name__}: {exc}",
