@@ -30,10 +30,20 @@ DB_NAME = os.environ.get("BENCH_DB", "herald_bench")
 PG = "postgres://postgres@127.0.0.1:5432"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(exclude=()) -> int:
+    """A free port; within BENCH_PORTS (e.g. 18300-18399) when set, for a shared machine."""
+    low, _, high = os.environ.get("BENCH_PORTS", "").partition("-")
+    candidates = range(int(low), int(high) + 1) if low and high else [0]
+    for port in candidates:
+        if port in exclude:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError(f"no free port in BENCH_PORTS={os.environ['BENCH_PORTS']}")
 
 
 def bench_env(port: int, **extra) -> dict:
@@ -93,7 +103,9 @@ def reset_tables():
 class Gunicorn:
     """gunicorn serving bench.settings (production settings + /bench/ok) on a free port."""
 
-    def __init__(self, env: dict, port: int, workers: int, worker_class="sync", threads=1):
+    def __init__(self, env: dict, port: int, workers: int, worker_class="sync", threads=1,
+                 settings_module=None):  # fmt: skip
+        env = {**env, "DJANGO_SETTINGS_MODULE": settings_module} if settings_module else env
         self.env, self.port, self.workers = env, port, workers
         self.worker_class, self.threads = worker_class, threads
         self.proc = None
@@ -169,6 +181,26 @@ def wrk(url: str, *, duration: int, connections: int, threads: int, script=None,
         "latency_avg": latency.group(1) if latency else "",
         "output": text,
     }
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its children that are alive (gunicorn's workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            pids += [int(p) for p in fh.read().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+        except OSError:
+            continue
+    return total
 
 
 def write_requests(path: Path, raw_requests):

@@ -63,6 +63,8 @@ def main():
             1 for k, v in storm.message_snapshot().items() if before.get(k) != v
         )
         result["replay"]["new_events"] = StatusEvent.objects.count() - events
+        result["replay"]["verify"] = storm.verify(plan)
+        result["replay"]["verify"]["wrong_status"] = len(result["replay"]["verify"]["wrong_status"])
     assert applier.pending().count() == 0
     checks = {
         "zero 5xx, every request 200": first["statuses"] == {"200": args.receipts}
@@ -70,8 +72,14 @@ def main():
         "every message as the oracle says": facts["wrong_status"] == {},
         "every distinct receipt one event": facts["events"] == facts["distinct_receipts"]
         and facts["events_doubled"] == facts["receipts_without_event"] == 0,
+        "every repeat an ignored duplicate": facts["duplicate_events"] == plan.duplicates
+        and facts["duplicate_events_applied"] == 0,
         "every request stored": facts["rows"] == args.receipts and facts["rows_5xx"] == 0,
-        "replay changes nothing": second["messages_changed"] == 0 and second["new_events"] == 0,
+        # the replay applies nothing: each of its receipts is one more ignored duplicate
+        "replay changes nothing": second["messages_changed"] == 0
+        and second["new_events"] == args.receipts
+        and second["verify"]["events"] == facts["events"]
+        and second["verify"]["duplicate_events_applied"] == 0,
     }
     result["checks"] = checks
     path = common.save("storm", result)

@@ -89,7 +89,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # No `SELECT 1` before each request's first query: a connection that died while idle fails
+    # that query instead (a webhook answers 503 and the provider retries; Django then drops it).
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=False)
+    # psycopg prepares a statement server-side after it ran this many times on a connection
+    # (the webhook's evidence INSERT; Django's own cursors bind client-side and never prepare).
+    # Empty disables it: needed behind PgBouncer in transaction mode before 1.21, or without
+    # max_prepared_statements (a prepared statement lives in one server session).
+    _prepare = env("DB_PREPARE_THRESHOLD", default="5")
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+        int(_prepare) if _prepare.strip() else None
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Rate-limit counters live here; use redis://127.0.0.1:6379/1 when running several processes.
@@ -208,10 +218,16 @@ SMS_PRICES = env.json("SMS_PRICES", default={})
 SMS_PRICE_CURRENCY = env("SMS_PRICE_CURRENCY", default="EUR")
 WEBHOOK_RATE_LIMIT = env("WEBHOOK_RATE_LIMIT", default="60000/m")
 WEBHOOK_MAX_BODY_BYTES = env.int("WEBHOOK_MAX_BODY_BYTES", default=1_048_576)
+# Refused webhook requests (failed authentication, too large) stored per provider per minute,
+# each with its headers, size, hash and first 2 KB; beyond it they are only counted
+# (RefusedWebhookTally). The count lives in the cache: shared across processes with CACHE_URL.
+WEBHOOK_REFUSED_STORED_PER_MINUTE = env.int("WEBHOOK_REFUSED_STORED_PER_MINUTE", default=60)
 RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
 # true: the webhook view applies what it stored before answering. false: it only stores and
 # answers, and `run_applier` (or the sender's loop) applies stored receipts in batches.
-WEBHOOK_APPLY_INLINE = env.bool("WEBHOOK_APPLY_INLINE", default=True)
+# Deferred by default: the Procfile's worker (run_sender) applies stored receipts in its loop;
+# `manage.py check --database default` warns (herald.W011) when they wait with no applier.
+WEBHOOK_APPLY_INLINE = env.bool("WEBHOOK_APPLY_INLINE", default=False)
 
 SENDER_BATCH_SIZE = env.int("SENDER_BATCH_SIZE", default=50)
 SENDER_CONCURRENCY = env.int("SENDER_CONCURRENCY", default=8)

@@ -18,6 +18,13 @@ os.environ.setdefault("LOG_LEVEL", "WARNING")
 TEST_SANDBOX_SECRET = "test-sandbox-secret-not-the-published-default"
 os.environ.setdefault("SMS_PROVIDERS_ENABLED", "sandbox")
 os.environ.setdefault("SANDBOX_WEBHOOK_SECRET", TEST_SANDBOX_SECRET)
+# The suite posts thousands of forged requests a minute and checks each one is kept; the flood
+# test (tests/test_webhook_flood.py) sets the production-sized budget itself.
+os.environ.setdefault("WEBHOOK_REFUSED_STORED_PER_MINUTE", "100000000")
+# Most tests post a receipt and look at the message at once: they run inline (one transaction
+# with the evidence row). Deferred apply, the production default, has its own tests
+# (tests/load/test_applier.py, the storm) and tests/load/test_applier.py checks the default.
+os.environ.setdefault("WEBHOOK_APPLY_INLINE", "true")
 
 from config.settings import *  # noqa: E402,F403
 

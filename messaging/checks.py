@@ -176,3 +176,45 @@ def webhook_signing(app_configs, **kwargs):
                 )
             )
     return warnings
+
+
+@register(Tags.caches, deploy=True)
+def shared_webhook_counters(app_configs, **kwargs):
+    """The per-source webhook limit and the refused-request budget count in the cache: a
+    process-local cache gives every gunicorn worker its own count."""
+    backend = settings.CACHES["default"]["BACKEND"]
+    if settings.RATELIMIT_ENABLE and backend.endswith("LocMemCache"):
+        return [
+            Warning(
+                "CACHE_URL is a per-process cache: WEBHOOK_RATE_LIMIT and "
+                "WEBHOOK_REFUSED_STORED_PER_MINUTE are counted per process, not per deployment.",
+                hint="Set CACHE_URL=redis://127.0.0.1:6379/1 (or any shared cache).",
+                id="herald.W010",
+            )
+        ]
+    return []
+
+
+# How long a stored receipt may wait before the check says no applier seems to run.
+APPLIER_STALE_SECONDS = 60
+
+
+@register(Tags.database)
+def stored_receipts_applied(app_configs, databases=None, **kwargs):
+    """Stored webhook requests waiting longer than a minute: nothing applies them (the
+    Procfile's `worker` process, run_sender, applies them in its loop; or run_applier)."""
+    if not databases or "default" not in databases:
+        return []
+    from messaging import applier
+
+    waiting, oldest = applier.backlog()
+    if waiting and oldest > APPLIER_STALE_SECONDS:
+        return [
+            Warning(
+                f"{waiting} stored webhook request(s) wait to be applied, the oldest for "
+                f"{oldest:.0f} s: no applier seems to run.",
+                hint="Run the Procfile's worker (manage.py run_sender) or manage.py run_applier.",
+                id="herald.W011",
+            )
+        ]
+    return []

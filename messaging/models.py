@@ -302,6 +302,7 @@ class WebhookRequest(models.Model):
         FAILED = "failed", "Processing failed"
         INVALID = "invalid", "Unparseable payload"
         UNAUTHENTICATED = "unauthenticated", "Failed authentication"
+        TOO_LARGE = "too_large", "Too large (413)"
 
     provider = models.CharField(max_length=32)
     kind = models.CharField(max_length=8)  # "status" or "inbound"
@@ -310,7 +311,11 @@ class WebhookRequest(models.Model):
     path = models.CharField(max_length=512)
     query_string = models.TextField(blank=True)
     headers = models.JSONField(default=dict)
+    # The whole body for an authenticated request; at most the first REFUSED_BODY_BYTES of a
+    # refused one (failed authentication, too large): size and hash say what the rest was.
     body = models.BinaryField(blank=True)
+    body_size = models.PositiveIntegerField(default=0)
+    body_sha256 = models.CharField(max_length=64, blank=True)
     remote_addr = models.GenericIPAddressField(null=True, blank=True)
     authenticated = models.BooleanField(default=False)
     auth_error = models.CharField(max_length=255, blank=True)
@@ -336,6 +341,25 @@ class WebhookRequest(models.Model):
 
     def __str__(self):
         return f"{self.provider} {self.kind} #{self.pk}"
+
+
+class RefusedWebhookTally(models.Model):
+    """Refused webhook requests (failed authentication, too large) beyond the per-provider
+    budget of stored ones per minute (WEBHOOK_REFUSED_STORED_PER_MINUTE): only counted, one row
+    per provider per minute, so a flood of forgeries cannot fill the database."""
+
+    provider = models.CharField(max_length=32)
+    minute = models.DateTimeField()
+    requests = models.PositiveIntegerField(default=0)
+    bytes = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "minute"], name="refused_tally_unique")
+        ]
+
+    def __str__(self):
+        return f"{self.provider} {self.minute:%Y-%m-%d %H:%M}: {self.requests} refused"
 
 
 class UnmatchedReport(models.Model):

@@ -89,6 +89,7 @@ class Sender:
         self._inflight = set()  # futures of claimed messages not yet recorded
         self._unrecorded = []  # accepted sends whose recording failed, to try again
         self.heartbeat = Heartbeat(self.owner, "sender")
+        self.receipts_applied = 0  # stored webhook requests the last tick applied
 
     def session(self, provider: str) -> requests.Session:
         sessions = getattr(self._local, "sessions", None)
@@ -120,7 +121,9 @@ class Sender:
         futures = [self.pool.submit(self._send, message) for message in batch]
         self._inflight.update(futures)
         deliver_due_receipts(self.session("sandbox"))
-        applier.drain(max_batches=5)  # stored receipts (store-then-apply), bounded per tick
+        # Stored receipts (store-then-apply), bounded per tick; run() polls again at once while
+        # there are more, so a receipt waits at most one poll interval when the loop is idle.
+        self.receipts_applied = applier.drain(max_batches=5).rows
         if wait:
             futures_wait(futures)
             self._record_finished()
@@ -201,7 +204,8 @@ class Sender:
                 break
             if max_seconds and time.monotonic() - started > max_seconds:
                 break
-            if claimed < self.batch_size:  # idle: record the last sends while polling
+            if claimed < self.batch_size and not self.receipts_applied:  # idle: record the last
+                # sends while polling
                 if self._inflight:
                     self._finish_inflight(timeout=settings.SENDER_POLL_INTERVAL)
                 else:

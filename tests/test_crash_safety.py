@@ -28,8 +28,8 @@ from messaging.models import Message, StatusEvent, WebhookRequest
 from messaging.providers.base import SendResult
 from messaging.providers.sandbox import sign
 from messaging.services import messages
-from messaging.services.sending import record_sent
 from messaging.status import Status
+from tests.sending import record_sent
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 

@@ -12,7 +12,8 @@ from messaging.providers.base import RetryableSendError
 from messaging.providers.sandbox import SandboxProvider
 from messaging.services import messages
 from messaging.services.pacing import reserve_slot
-from messaging.services.sending import claim_due, send_one
+from messaging.services.sending import claim_due
+from tests.sending import send_one
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -66,14 +66,16 @@ def test_duplicated_and_out_of_order_receipts(api, public_url):
     drain()
     message.refresh_from_db()
     assert message.status == "delivered"
-    webhook_events = message.events.filter(source="webhook")
-    # three posts, one exact duplicate: two distinct receipts become two events
+    webhook_events = message.events.filter(source="webhook").order_by("id")
+    # three posts, one exact duplicate: two distinct receipts, the duplicate shown as ignored
     assert WebhookRequest.objects.filter(state="processed").count() == 3
     assert list(webhook_events.values_list("status", "applied")) == [
         ("delivered", True),
         ("sent", False),
+        ("delivered", False),
     ]
     assert "final" in webhook_events.get(status="sent").note
+    assert "duplicate" in webhook_events.last().note
 
 
 def test_no_receipt_stays_sent(api, public_url):

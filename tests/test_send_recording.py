@@ -16,7 +16,7 @@ from messaging.providers.base import DeliveryReport, SendResult
 from messaging.providers.sandbox import SandboxProvider
 from messaging.sender import Sender
 from messaging.services import messages
-from messaging.services.receipts import apply_report
+from messaging.services.receipts import apply_one
 from messaging.services.sending import Accepted, claim_due, record_accepted
 from messaging.status import Status
 from tests.test_concurrency_postgres import run_threads
@@ -243,7 +243,7 @@ def test_batches_recorded_while_their_receipts_arrive_lose_no_receipt(on_postgre
             record_accepted(accepted[start : start + 10])
 
     def receive(chunk):
-        return lambda: [apply_report("sandbox", r) for r in chunk]
+        return lambda: [apply_one("sandbox", r) for r in chunk]
 
     jobs = [record] + [receive(receipts[i::3]) for i in range(3)]
     run_threads(lambda job: job(), jobs, threads=len(jobs))  # one job a thread, all at once

@@ -17,7 +17,8 @@ from messaging.providers.base import (
 )
 from messaging.providers.sandbox import SandboxProvider
 from messaging.services import messages
-from messaging.services.sending import backoff_seconds, claim_due, send_one
+from messaging.services.sending import backoff_seconds, claim_due
+from tests.sending import send_one
 
 pytestmark = pytest.mark.django_db
 

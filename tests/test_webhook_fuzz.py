@@ -7,7 +7,7 @@ WEBHOOK_MAX_BODY_BYTES, empty bodies, GET and other methods. Every answer must b
 only for a validly signed body), never a 5xx, and every request must leave exactly one
 WebhookRequest whose state says what happened:
 
-  401 -> unauthenticated    400 -> invalid    413 -> invalid    2xx -> received / processed
+  401 -> unauthenticated    400 -> invalid    413 -> too_large    2xx -> received / processed
 
 "Malformed but validly signed" bodies are signed with each provider's real algorithm, so the
 parsers are exercised, not only the signature checks: they must answer 400 (stored `invalid`),
@@ -240,7 +240,7 @@ def send_signed(client, name, kind, body: bytes, *, content_type="application/js
 STATE_BY_STATUS = {
     401: WebhookRequest.State.UNAUTHENTICATED,
     400: WebhookRequest.State.INVALID,
-    413: WebhookRequest.State.INVALID,
+    413: WebhookRequest.State.TOO_LARGE,
 }
 APPLIED_STATES = (WebhookRequest.State.RECEIVED, WebhookRequest.State.PROCESSED)
 

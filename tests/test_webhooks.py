@@ -13,7 +13,7 @@ from messaging.models import Message, MessagePart, StatusEvent, UnmatchedReport,
 from messaging.providers.base import SendResult
 from messaging.providers.sandbox import sign
 from messaging.services import messages
-from messaging.services.sending import record_sent
+from tests.sending import record_sent
 
 pytestmark = pytest.mark.django_db
 URL = "/webhooks/sandbox/status/"
@@ -144,12 +144,15 @@ def test_cannot_store_answers_503_and_the_retry_is_accepted(client):
     assert message.status == "delivered"
 
 
-def test_duplicates_are_one_event(client):
+def test_duplicates_are_one_applied_event_and_shown_as_ignored(client):
     message = sent_message()
     for _ in range(3):
         assert signed(client, receipt()).status_code == 200
     assert WebhookRequest.objects.count() == 3  # every request is evidence
-    assert StatusEvent.objects.filter(message=message, source="webhook").count() == 1
+    events = StatusEvent.objects.filter(message=message, source="webhook").order_by("id")
+    assert [(e.applied, e.dedupe_key is not None) for e in events] == [
+        (True, True), (False, False), (False, False)]  # fmt: skip
+    assert all("duplicate" in e.note for e in events[1:])
 
 
 def test_late_intermediate_receipt_is_recorded_not_applied(client):

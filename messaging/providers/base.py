@@ -82,6 +82,10 @@ class DeliveryReport:
     currency: str = ""
     segments: int | None = None
     raw: dict | None = None
+    # False for a status the provider does not document: recorded on the timeline, not applied.
+    documented: bool = True
+    # The provider says the recipient has opted out (Twilio 21610 in a status callback).
+    opted_out: bool = False
 
     def dedupe_key(self, provider: str) -> str:
         """Identical receipts (provider retries, sandbox duplicates) share this key."""
@@ -105,6 +109,8 @@ class DeliveryReport:
             "currency": self.currency,
             "segments": self.segments,
             "raw": self.raw,
+            "documented": self.documented,
+            "opted_out": self.opted_out,
         }
 
     @classmethod
@@ -122,6 +128,8 @@ class DeliveryReport:
             currency=data.get("currency", ""),
             segments=data.get("segments"),
             raw=data.get("raw"),
+            documented=data.get("documented", True),
+            opted_out=data.get("opted_out", False),
         )
 
 
@@ -316,6 +324,11 @@ class Provider:
 
     def map_status(self, provider_status) -> Status:
         return self.STATUS_MAP.get(str(provider_status).strip().lower(), Status.UNKNOWN)
+
+    def documents(self, provider_status) -> bool:
+        """Whether `provider_status` is one the provider documents (STATUS_MAP has it). An
+        undocumented one maps to unknown but is not applied (services.receipts)."""
+        return str(provider_status).strip().lower() in self.STATUS_MAP
 
     def webhook_url(self, kind="status") -> str:
         return f"{settings.PUBLIC_BASE_URL}/webhooks/{self.name}/{kind}/"

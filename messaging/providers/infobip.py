@@ -286,6 +286,7 @@ class InfobipProvider(Provider):
         return DeliveryReport(
             status=self.status_of(status),
             provider_status=_status_name(status),
+            documented=self.documents_status(status),
             provider_message_id=message_id,
             # callbackData is our id; without it (reports from an account-level subscription)
             # messageId is our id too, since we chose it.
@@ -299,6 +300,13 @@ class InfobipProvider(Provider):
             segments=_int(item.get("messageCount")) or _int(item.get("smsCount")),
             raw=item,
         )
+
+    def documents_status(self, status: dict) -> bool:
+        """Whether Infobip documents this status (by id, by group, or by name alone)."""
+        status_id, group = _int(status.get("id")), _int(status.get("groupId"))
+        if status_id in STATUS_BY_ID or group in STATUS_BY_GROUP:
+            return True
+        return group is None and status_id is None and self.documents(status.get("groupName", ""))
 
     def status_of(self, status: dict) -> Status:
         status_id, group = _int(status.get("id")), _int(status.get("groupId"))

@@ -120,6 +120,7 @@ class SandboxProvider(Provider):
                 DeliveryReport(
                     status=self.map_status(data["status"]),
                     provider_status=str(data["status"]),
+                    documented=self.documents(data["status"]),
                     provider_message_id=str(data["message_id"]),
                     client_reference=str(data.get("client_ref", "")),
                     error_code=str(data.get("error_code") or ""),

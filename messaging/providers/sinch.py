@@ -238,6 +238,7 @@ class SinchProvider(Provider):
             # status (release notes: it stopped altering such codes from 0 to 34).
             status=canonical,
             provider_status=status,
+            documented=self.documents(status),
             provider_message_id=_text(data, "batch_id"),
             client_reference=_text(data, "client_reference", required=False),
             error_code=self._error_code(canonical, code),
@@ -270,6 +271,7 @@ class SinchProvider(Provider):
                 DeliveryReport(
                     status=canonical,
                     provider_status=status,
+                    documented=self.documents(status),
                     provider_message_id=batch_id,
                     client_reference=reference,
                     error_code=self._error_code(canonical, code),

@@ -356,6 +356,10 @@ class TwilioProvider(Provider):
         return DeliveryReport(
             status=canonical,
             provider_status=status,
+            documented=self.documents(status),
+            # 21610: the recipient replied STOP. A Messaging Service send fails with it here, in
+            # the status callback, not in the send response (which the send path handles).
+            opted_out=error_code == OPTED_OUT_CODE,
             provider_message_id=sid,
             error_code=error_code,
             error_text=error_text,

@@ -237,6 +237,7 @@ class VonageMessagesProvider(Provider):
             DeliveryReport(
                 status=self.status_of(status, code),
                 provider_status=status.strip(),
+                documented=self.documents(status) or status.strip().lower() == "rejected",
                 provider_message_id=uuid_,
                 client_reference=_text(data, "client_ref"),
                 error_code=code,

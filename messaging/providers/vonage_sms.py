@@ -308,6 +308,7 @@ class VonageSmsProvider(Provider):
             DeliveryReport(
                 status=self.map_status(raw_status),
                 provider_status=raw_status,
+                documented=self.documents(raw_status),
                 provider_message_id=message_id,  # the id of this PART of the message
                 client_reference=params.get("client-ref", ""),
                 error_code=code,

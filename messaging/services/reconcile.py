@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from messaging import providers
 from messaging.models import Message, Source, StatusEvent
-from messaging.services.receipts import apply_report
+from messaging.services import receipts
 from messaging.status import Status, decide
 
 log = logging.getLogger("herald.reconcile")
@@ -48,8 +48,10 @@ def reconcile(session, *, now=None, limit=1000, progress=None) -> dict:
                 log.warning("report pull failed", extra={"provider": name, "error": str(exc)})
                 counts["errors"] += 1
                 continue
-            for report in reports or []:
-                apply_report(name, report, source=Source.RECONCILE)
+            receipts.apply(
+                [receipts.Incoming(name, report) for report in reports or []],
+                source=Source.RECONCILE,
+            )
             message.refresh_from_db()
             if reports:
                 counts["pulled"] += 1

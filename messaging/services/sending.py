@@ -8,8 +8,8 @@ import logging
 import random
 import traceback
 from collections import defaultdict
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -107,14 +107,9 @@ class Accepted:
 
     message: Message
     result: SendResult
-
-
-def send_one(message: Message, session, owner: str) -> str:
-    """Make one attempt for a claimed message and record the outcome. Returns the new status."""
-    outcome = attempt(message, session, owner)
-    if isinstance(outcome, Accepted):
-        return record_accepted([outcome])[message.pk]
-    return outcome
+    # When the provider accepted it, measured by the thread that sent it (Message.sent_at):
+    # recording can happen later, and a receipt can be applied before it is recorded.
+    accepted_at: datetime = field(default_factory=timezone.now)
 
 
 def attempt(message: Message, session, owner: str) -> "str | Accepted":
@@ -153,7 +148,7 @@ def attempt(message: Message, session, owner: str) -> "str | Accepted":
             text=f"{type(exc).__name__} during send; not retried.\n"
             + traceback.format_exc()[-2000:],
         )  # fmt: skip
-    return Accepted(message, result)
+    return Accepted(message, result, timezone.now())
 
 
 def _opted_out(message: Message) -> bool:
@@ -164,10 +159,6 @@ def _opted_out(message: Message) -> bool:
     if known is not None:
         return known
     return OptOut.objects.filter(phone_number=message.to_number).exists()
-
-
-def record_sent(message: Message, result: SendResult) -> str:
-    return record_accepted([Accepted(message, result)])[message.pk]
 
 
 # What recording a send changes on the message row.
@@ -217,7 +208,8 @@ def record_accepted(accepted: list) -> dict:
                 message.segments = result.segments
             if result.price is not None:
                 message.price, message.currency = result.price, result.currency
-            message.sent_at = message.updated_at = now
+            message.updated_at = now
+            message.sent_at = a.accepted_at
             if sender_may(message.status, Status.SENT) or message.status == Status.UNKNOWN:
                 applied, note = True, "accepted by the provider"
                 message.status = Status.SENT
@@ -226,6 +218,8 @@ def record_accepted(accepted: list) -> dict:
             else:
                 decision = decide(message.status, Status.SENT)
                 applied, note = False, decision.reason + " (a receipt arrived first)"
+                if message.completed_at and message.completed_at < message.sent_at:
+                    message.sent_at = message.completed_at  # never after the receipt
             message.lease_owner, message.lease_until = "", None
             events.append(
                 StatusEvent(

@@ -2,18 +2,21 @@
 processed again (replay) with the same result, because every report is deduplicated."""
 
 import functools
+import hashlib
 import logging
 import traceback
 
 import psycopg
+from django.conf import settings
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
 from messaging import providers
-from messaging.models import Source, StatusEvent, WebhookRequest
+from messaging.models import RefusedWebhookTally, Source, StatusEvent, WebhookRequest
 from messaging.providers.base import WebhookInput, WebhookParseError, check_items
+from messaging.services import receipts
 from messaging.services.inbound import record_inbound
-from messaging.services.receipts import apply_report
 
 log = logging.getLogger("herald.webhooks")
 
@@ -59,8 +62,21 @@ def evidence_query(query: str) -> str:
     return "&".join(parts)
 
 
-def store(provider: str, kind: str, winput: WebhookInput, path: str, **fields) -> WebhookRequest:
-    """Write the evidence row (one INSERT, committed on return outside a transaction)."""
+# What a refused request keeps of its body: enough to see what it was, not enough to fill the
+# database (size and SHA-256 describe the whole).
+REFUSED_BODY_BYTES = 2048
+
+
+def store(
+    provider: str, kind: str, winput: WebhookInput, path: str, *, size=None, **fields
+) -> WebhookRequest:
+    """Write the evidence row (one INSERT, committed on return outside a transaction). Only an
+    authenticated request keeps its whole body; `size` is the declared size when the body was
+    not read (too large)."""
+    body = winput.body
+    whole = len(body) if size is None else size
+    if not fields.get("authenticated"):
+        body = body[:REFUSED_BODY_BYTES]
     values = dict(
         provider=provider,
         kind=kind,
@@ -68,7 +84,9 @@ def store(provider: str, kind: str, winput: WebhookInput, path: str, **fields) -
         path=path[:512],
         query_string=evidence_query(winput.url.partition("?")[2]),
         headers=evidence_headers(winput.headers),
-        body=winput.body,
+        body=body,
+        body_size=whole,
+        body_sha256=hashlib.sha256(winput.body).hexdigest() if size is None else "",
         remote_addr=winput.remote_addr or None,
         **fields,
     )
@@ -89,12 +107,43 @@ def _insert(row: WebhookRequest) -> WebhookRequest:
     values = [f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields]
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        # Parameters bound server-side (bytes travel as bytes); never a named prepared
-        # statement, which a transaction-pooling PgBouncer would not keep.
-        cursor.execute(_insert_sql(), values, prepare=False)
+        # Parameters bound server-side (bytes travel as bytes). Prepared once the connection has
+        # run it prepare_threshold times (DB_PREPARE_THRESHOLD; empty: never, for a PgBouncer in
+        # transaction mode older than 1.21 or without max_prepared_statements).
+        cursor.execute(_insert_sql(), values)
         row.pk = cursor.fetchone()[0]
     row._state.adding, row._state.db = False, connection.alias
     return row
+
+
+def refuse(provider: str, kind: str, winput: WebhookInput, path: str, *, size=None, **fields):
+    """Keep the evidence of a refused request (failed authentication, too large) while the
+    provider's budget for this minute lasts (WEBHOOK_REFUSED_STORED_PER_MINUTE); beyond it only
+    count it. Returns the stored row, or None when it was only counted."""
+    minute = timezone.now().replace(second=0, microsecond=0)
+    key = f"herald:webhook-refused:{provider}:{minute:%Y%m%d%H%M}"
+    cache.add(key, 0, timeout=120)
+    try:
+        seen = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=120)
+        seen = 1
+    if seen <= settings.WEBHOOK_REFUSED_STORED_PER_MINUTE:
+        return store(provider, kind, winput, path, size=size, **fields)
+    _count_refused(provider, minute, len(winput.body) if size is None else size)
+    return None
+
+
+def _count_refused(provider: str, minute, size: int):
+    """One row per provider per minute, incremented in one statement (SQLite and PostgreSQL)."""
+    table = connection.ops.quote_name(RefusedWebhookTally._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (provider, minute, requests, bytes) "  # noqa: S608
+            "VALUES (%s, %s, 1, %s) ON CONFLICT (provider, minute) DO UPDATE SET "
+            f"requests = {table}.requests + 1, bytes = {table}.bytes + excluded.bytes",
+            [provider, minute, size],
+        )
 
 
 @functools.cache
@@ -133,15 +182,21 @@ def parse(provider_name: str, kind: str, winput: WebhookInput) -> list:
     return check_items(provider.parse_status_webhook(winput))
 
 
-def apply_parsed(stored: WebhookRequest, items: list, *, actor=None, source=Source.WEBHOOK):
+def apply_parsed(
+    stored: WebhookRequest, items: list, *, actor=None, source=Source.WEBHOOK, replayed=False
+):
     """Apply parsed reports or inbound messages; record the result on the evidence row."""
     try:
-        for item in items:
+        with transaction.atomic():  # a failure leaves the caller's transaction usable
             if stored.kind == "inbound":
-                record_inbound(stored.provider, item, webhook_request=stored)
+                for item in items:
+                    record_inbound(stored.provider, item, webhook_request=stored)
             else:
-                apply_report(
-                    stored.provider, item, webhook_request=stored, source=source, actor=actor
+                receipts.apply(
+                    [receipts.Incoming(stored.provider, item, stored) for item in items],
+                    source=source,
+                    actor=actor,
+                    show_duplicates=not replayed,
                 )
     except Exception as exc:
         log.exception("webhook processing failed", extra={"webhook_request": stored.pk})
@@ -172,7 +227,9 @@ def replay(stored: WebhookRequest, *, actor=None) -> bool:
     if stored.query_string:
         url += "?" + stored.query_string
     before = set(stored.events.values_list("id", flat=True))
-    ok = process(stored, input_from_stored(stored, url), actor=actor, source=Source.WEBHOOK)
+    ok = process(
+        stored, input_from_stored(stored, url), actor=actor, source=Source.WEBHOOK, replayed=True
+    )
     for message_id in set(stored.events.values_list("message_id", flat=True)):
         StatusEvent.objects.create(
             message_id=message_id,
@@ -197,6 +254,3 @@ def mark(stored: WebhookRequest, state, **fields):
         WebhookRequest.objects.filter(pk=stored.pk).update(
             state=state, processed_at=stored.processed_at, **fields
         )
-
-
-_mark = mark  # the earlier private name

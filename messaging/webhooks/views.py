@@ -1,7 +1,8 @@
 """One webhook view for every provider: authenticate on the raw body, store, then answer.
 
-Answers: 2xx only once the request is stored; 401 when authentication fails (stored and
-counted); 400 when the body cannot be parsed (stored); 413 over WEBHOOK_MAX_BODY_BYTES; 429
+Answers: 2xx only once the request is stored; 401 when authentication fails (its headers,
+size, hash and first 2 KB stored within a per-provider budget a minute, beyond it only counted);
+400 when the body cannot be parsed (stored); 413 over WEBHOOK_MAX_BODY_BYTES; 429
 over the per-source rate limit (providers retry 429); 503 when it cannot be stored, so the
 provider retries (Sinch retries only 5xx and 429).
 """
@@ -11,7 +12,7 @@ import traceback
 from urllib.parse import parse_qsl
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.http import HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
@@ -80,8 +81,8 @@ class WebhookView(View):
             body = request.read(settings.WEBHOOK_MAX_BODY_BYTES + 1)
         except OSError:
             return _answer(400, "could not read the request body")
-        if len(body) > settings.WEBHOOK_MAX_BODY_BYTES:
-            return self._too_large(request, len(body))
+        if len(body) > settings.WEBHOOK_MAX_BODY_BYTES:  # no (or a false) Content-Length
+            return self._too_large(request, len(body), body)
         try:
             provider = providers.get_provider(self.provider_name)
         except providers.UnknownProvider:
@@ -117,29 +118,33 @@ class WebhookView(View):
                 traceback=traceback.format_exc(),
             )  # fmt: skip
         status, response = self._ack(provider)
+        fields = dict(authenticated=True, state=WebhookRequest.State.RECEIVED,
+                      report_count=len(items), response_status=status)  # fmt: skip
         try:
-            stored = webhooks.store(
-                self.provider_name, self.kind, winput, path, authenticated=True,
-                state=WebhookRequest.State.RECEIVED, report_count=len(items),
-                response_status=status,
-            )  # fmt: skip
+            if applier.inline_enabled():
+                # Store and apply in one transaction: one commit (one WAL flush) per request.
+                # A failure to apply rolls back to a savepoint inside it and is recorded on the
+                # row (replayable); the row itself commits, or the answer is 503.
+                with transaction.atomic():
+                    stored = webhooks.store(self.provider_name, self.kind, winput, path, **fields)
+                    try:
+                        applier.apply_stored(stored, items)
+                    except DatabaseError:  # rolled back to its savepoint; the row stays
+                        log.exception("inline apply failed; left for the applier",
+                                      extra={"id": stored.pk})  # fmt: skip
+            else:  # deferred (the default): one INSERT; an applier drains `received`
+                webhooks.store(self.provider_name, self.kind, winput, path, **fields)
         except DatabaseError:
             log.exception("could not store a webhook", extra={"provider": self.provider_name})
             return _answer(503, "temporarily unable to store the request")
-        # Stored: from here on nothing is lost. Inline, apply now (a failure is ours, recorded on
-        # the row for replay, and still answered 2xx); deferred, an applier drains `received`.
-        if applier.inline_enabled():
-            try:
-                applier.apply_stored(stored, items)
-            except DatabaseError:
-                log.exception("inline apply failed; left for the applier", extra={"id": stored.pk})
         return response
 
     def _refuse(self, winput, path, status, reason):
-        """Store a request that failed authentication (counted per provider), then refuse it."""
+        """Keep a request that failed authentication (within the provider's budget, else only
+        counted), then refuse it."""
         metrics.webhook_auth_failed(self.provider_name, self.kind)
         try:
-            webhooks.store(
+            webhooks.refuse(
                 self.provider_name, self.kind, winput, path,
                 authenticated=False, auth_error=reason[:255],
                 state=WebhookRequest.State.UNAUTHENTICATED, response_status=status,
@@ -167,13 +172,15 @@ class WebhookView(View):
             return _answer(503, "temporarily unable to store the request")
         return respond(row)
 
-    def _too_large(self, request, size):
+    def _too_large(self, request, size, body=b""):
         try:
-            winput = webhook_input(request, b"")
-            webhooks.store(
-                self.provider_name, self.kind, winput, request.path,
-                authenticated=False, state=WebhookRequest.State.INVALID,
-                error=f"body of {size} bytes exceeds WEBHOOK_MAX_BODY_BYTES", response_status=413,
+            winput = webhook_input(request, body)
+            webhooks.refuse(
+                self.provider_name, self.kind, winput, request.path, size=size,
+                authenticated=False, state=WebhookRequest.State.TOO_LARGE,
+                error=f"body of {size} bytes exceeds WEBHOOK_MAX_BODY_BYTES "
+                f"({settings.WEBHOOK_MAX_BODY_BYTES})",
+                response_status=413,
             )  # fmt: skip
         except DatabaseError:
             return _answer(503, "temporarily unable to store the request")

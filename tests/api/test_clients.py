@@ -346,7 +346,8 @@ def test_test_keys_always_send_through_the_sandbox(tenants, two_providers):
 def test_test_key_messages_never_reach_a_real_provider_when_sent(tenants, two_providers):
     """The sender sends a test-key message through the sandbox: no HTTP to Twilio at all (any
     request would fail: `responses` lets nothing out)."""
-    from messaging.services.sending import claim_due, send_one
+    from messaging.services.sending import claim_due
+    from tests.sending import send_one
 
     r = send(tenants["alpha"]["test"], provider="twilio")
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
@@ -548,7 +549,8 @@ def test_failover_respects_test_keys_and_allowed_providers(
 ):
     from messaging.providers.base import RetryableSendError
     from messaging.providers.sandbox import SandboxProvider
-    from messaging.services.sending import claim_due, send_one
+    from messaging.services.sending import claim_due
+    from tests.sending import send_one
 
     def always_busy(self, sms, session):
         raise RetryableSendError("sandbox: busy", code="busy")

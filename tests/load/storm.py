@@ -244,12 +244,16 @@ def verify(plan: Plan) -> dict:
         )  # fmt: skip
         keys.add(report.dedupe_key("sandbox"))
     events = StatusEvent.objects.filter(source="webhook")
-    recorded = list(events.values_list("dedupe_key", flat=True))
+    # A receipt recorded once has its dedupe key; each repeat is an ignored duplicate without.
+    recorded = list(events.filter(dedupe_key__isnull=False).values_list("dedupe_key", flat=True))
+    duplicates = events.filter(dedupe_key__isnull=True)
     rows = WebhookRequest.objects.filter(provider="sandbox")
     return {
         "wrong_status": wrong,
         "distinct_receipts": len(keys),
         "events": len(recorded),
+        "duplicate_events": duplicates.count(),
+        "duplicate_events_applied": duplicates.filter(applied=True).count(),
         "events_doubled": len(recorded) - len(set(recorded)),
         "receipts_without_event": len(keys - set(recorded)),
         "events_not_in_plan": len(set(recorded) - keys),

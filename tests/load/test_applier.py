@@ -22,6 +22,7 @@ from messaging import applier
 from messaging.models import Client, Message, MessagePart, StatusEvent, WebhookRequest
 from messaging.providers.sandbox import sign
 from messaging.sender import Sender
+from messaging.services import receipts
 
 URL = "/webhooks/sandbox/status/"
 
@@ -105,17 +106,16 @@ def test_a_failing_batch_falls_back_to_one_row_at_a_time(client, deferred):
     messages = sent(3)
     for i in range(3):
         assert post(client, receipt(f"p{i}")).status_code == 200
-    real = applier.apply_report
+    real = receipts.apply
 
-    def flaky(provider, report, **kwargs):
-        if report.provider_message_id == "p1":
+    def flaky(incoming, **kwargs):
+        if len(incoming) > 1:
+            raise RuntimeError("batch bug")
+        if incoming[0].report.provider_message_id == "p1":
             raise RuntimeError("boom")
-        return real(provider, report, **kwargs)
+        return real(incoming, **kwargs)
 
-    with (
-        mock.patch.object(applier, "_apply_fast", side_effect=RuntimeError("batch bug")),
-        mock.patch("messaging.services.webhooks.apply_report", side_effect=flaky),
-    ):
+    with mock.patch.object(receipts, "apply", side_effect=flaky):
         done = applier.apply_pending()
     assert (done.rows, done.failed_rows) == (3, 1)
     states = dict(WebhookRequest.objects.values_list("body", "state"))
@@ -216,3 +216,18 @@ def test_concurrent_appliers_never_apply_a_row_twice(client, deferred, on_postgr
     assert StatusEvent.objects.filter(source="webhook").count() == 120
     assert set(Message.objects.filter(pk__in=[m.pk for m in messages]).values_list(
         "status", flat=True)) == {"delivered"}  # fmt: skip
+
+
+def test_deferred_apply_and_prepared_statements_are_the_production_defaults():
+    from tests.test_operations import manage
+
+    def setting(expression, **env):
+        code = f"from django.conf import settings as s; print('=>', {expression})"
+        result = manage("shell", "--no-imports", "-c", code, **env)
+        return result.stdout.rpartition("=> ")[2].strip() or result.stderr
+
+    assert setting("s.WEBHOOK_APPLY_INLINE, s.WEBHOOK_REFUSED_STORED_PER_MINUTE") == "False 60"
+    pg = {"DATABASE_URL": "postgres://u@127.0.0.1:5432/x"}
+    threshold = "s.DATABASES['default']['OPTIONS']['prepare_threshold']"
+    assert setting(threshold, **pg) == "5"
+    assert setting(threshold, DB_PREPARE_THRESHOLD="", **pg) == "None"  # behind old PgBouncer

@@ -1,10 +1,12 @@
-"""The batch applier decides exactly what services.receipts.apply_report decides one at a time.
+"""How reports are batched never changes what the one apply service decides.
 
 For many random report streams (duplicates, out of order, multipart, unknown messages, matches by
 our reference only, messages still `sending`) the same reports are applied twice from the same
-starting rows: once report by report with apply_report, once through messaging.applier in random
-batch sizes. Every message's status, error, price, parts, its timeline (status, applied, note,
-part) and the kept unmatched reports must be identical.
+starting rows through services.receipts.apply: once one report per call (what the inline view
+does for a single receipt), once in random batch sizes (what the applier does). Every message's
+status, error, price, parts, its timeline (status, applied, note, part) and the kept unmatched
+reports must be identical; and each single-part message ends where the state machine folded
+over its distinct matched reports says (the storm's oracle).
 """
 
 import random
@@ -15,7 +17,6 @@ from decimal import Decimal
 import pytest
 from django.db import transaction
 
-from messaging import applier
 from messaging.models import (
     Client,
     Message,
@@ -25,8 +26,8 @@ from messaging.models import (
     WebhookRequest,
 )
 from messaging.providers.base import DeliveryReport
-from messaging.services.receipts import apply_report
-from messaging.status import Status
+from messaging.services import receipts
+from messaging.status import Status, decide
 
 pytestmark = pytest.mark.django_db
 
@@ -136,7 +137,7 @@ def snapshot(messages):
 def one_at_a_time(reports):
     messages = make_messages()
     for row, report in zip(store_rows(reports), reports, strict=True):
-        apply_report(PROVIDER, report, webhook_request=row)
+        receipts.apply([receipts.Incoming(PROVIDER, report, row)])
     return snapshot(messages)
 
 
@@ -147,7 +148,7 @@ def batched(reports, rng):
         size = rng.randint(1, 12)
         chunk, pairs = pairs[:size], pairs[size:]
         with transaction.atomic():
-            applier._apply_reports(chunk)
+            receipts.apply([receipts.Incoming(PROVIDER, report, row) for row, report in chunk])
     return snapshot(messages)
 
 
@@ -175,6 +176,34 @@ def test_batches_decide_like_one_report_at_a_time(seed):
     assert got == expected
     # the comparison is not vacuous: the streams do move messages and leave some unmatched
     assert expected is not None and got is not None
+    # an independent oracle for the single-part messages matched by provider id
+    for name, start in (("single", Status.SENT), ("unknown", Status.UNKNOWN)):
+        assert got[name]["message"][0] == fold(reports, TARGETS[name][0], start)
+
+
+def fold(reports, pids, start):
+    """The status the state machine gives a message after its distinct reports, in order."""
+    status, seen = start, set()
+    for r in reports:
+        key = r.dedupe_key(PROVIDER)
+        if r.provider_message_id in pids and key not in seen:
+            seen.add(key)
+            status = decide(status, r.status).status
+    return status
+
+
+def test_duplicates_are_on_the_timeline_as_ignored():
+    messages = make_messages()
+    report = random_reports(random.Random(1), 1)[0]
+    report.provider_message_id, report.client_reference = "p1", ""
+    rows = store_rows([report, report])
+    first = receipts.apply([receipts.Incoming(PROVIDER, report, rows[0])])
+    again = receipts.apply([receipts.Incoming(PROVIDER, report, rows[1])])
+    assert first.counts["duplicate"] == 0 and again.counts["duplicate"] == 1
+    assert again.outcomes[0].message_id == messages["single"].pk
+    dup = StatusEvent.objects.get(webhook_request=rows[1])
+    assert dup.message_id == messages["single"].pk and not dup.applied
+    assert dup.dedupe_key is None and "duplicate" in dup.note
 
 
 def test_a_stream_exercises_every_path():

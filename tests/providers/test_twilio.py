@@ -47,8 +47,9 @@ from messaging.providers.twilio import (
     parse_raw_dlr_done_date,
 )
 from messaging.services.messages import create_outbound
-from messaging.services.sending import claim_due, record_sent, send_one
+from messaging.services.sending import claim_due
 from messaging.status import Status
+from tests.sending import record_sent, send_one
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "twilio"
 ACCOUNT = "AC0123456789abcdef0123456789abcdef"
@@ -680,6 +681,7 @@ def test_duplicates_and_out_of_order(client, twilio):
     assert list(events.values_list("status", "provider_status", "applied")) == [
         ("delivered", "delivered", True),
         ("sent", "sent", False),  # late intermediate report: recorded, changes nothing
+        ("delivered", "delivered", False),  # the retry: shown as an ignored duplicate
     ]
     assert WebhookRequest.objects.filter(state="processed").count() == 3
 
@@ -864,6 +866,7 @@ def test_round_trip_through_the_emulator(api, public_url, settings):
         assert list(duplicated.values_list("status", "applied")) == [
             ("delivered", True),
             ("sent", False),
+            ("delivered", False),  # the exact duplicate, shown as ignored
         ]
 
         # reconciliation against the emulator's fetch endpoint
