@@ -14,7 +14,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from messaging import admin_views, selectors
+from messaging import admin_callbacks, admin_views, selectors  # noqa: F401 (registers)
 from messaging.admin_display import error_meaning, pretty_body, pretty_json
 from messaging.admin_filters import (
     CreatedRangeFilter,

@@ -40,7 +40,7 @@ from django.utils import timezone
 from messaging.bulk import bulk_set
 from messaging.models import Message, MessagePart, Source, StatusEvent, WebhookRequest
 from messaging.providers.base import DeliveryReport, WebhookParseError
-from messaging.services import webhooks
+from messaging.services import callbacks, webhooks
 from messaging.services.inbound import record_inbound
 from messaging.services.receipts import APPLIED, DUPLICATE, IGNORED, apply_report
 from messaging.status import Decision, Status, decide, is_terminal, roll_up
@@ -303,6 +303,7 @@ def _apply_fast(entries):
     )
     now = timezone.now()
     events, dirty_messages, dirty_parts, fields = [], {}, {}, {"updated_at"}
+    changes = []  # applied status changes, in order, for the status callbacks
     for e in entries:
         if e.key in seen:
             _log(e, DUPLICATE)  # recorded once already
@@ -343,6 +344,7 @@ def _apply_fast(entries):
         _log(e, APPLIED if decision.applied else IGNORED)
         if decision.applied:
             fields |= _move(message, decision.status, report)
+            changes.append(callbacks.StatusChange.of(message))
         elif report.price is not None and message.price is None:
             message.price, message.currency = report.price, report.currency
             fields |= {"price", "currency"}
@@ -353,6 +355,7 @@ def _apply_fast(entries):
     StatusEvent.objects.bulk_create(events)
     bulk_set(MessagePart, list(dirty_parts.values()), ["status", "error_code"])
     bulk_set(Message, list(dirty_messages.values()), sorted(fields))
+    callbacks.emit_status_changes(changes)
 
 
 def _log(e: _Entry, result: str):

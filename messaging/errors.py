@@ -19,3 +19,7 @@ class NotResendable(HeraldError):
 
 class NotCancellable(HeraldError):
     code = "not_cancellable"
+
+
+class CallbackNotConfigured(HeraldError):
+    code = "callback_not_configured"

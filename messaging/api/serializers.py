@@ -2,6 +2,7 @@ from rest_framework import serializers
 
 from messaging import validation
 from messaging.models import Message, StatusEvent
+from messaging.services import callbacks
 
 SENDER_MAX = 32
 
@@ -17,6 +18,11 @@ class MessageCreateSerializer(serializers.Serializer):
     client_reference = serializers.CharField(required=False, max_length=100, allow_blank=True)
     send_at = serializers.DateTimeField(required=False, help_text="Send later (ISO 8601).")
     metadata = serializers.JSONField(required=False, help_text="Free-form JSON object.")
+    callback_url = serializers.CharField(
+        required=False, allow_blank=True, max_length=500,
+        validators=[callbacks.clean_url_unless_blank],
+        help_text="https URL for this message's status callbacks, instead of the client's.",
+    )  # fmt: skip
 
     def get_fields(self):
         fields = super().get_fields()
@@ -108,6 +114,7 @@ class MessageSerializer(serializers.ModelSerializer):
             "resend_of",
             "resends",
             "metadata",
+            "callback_url",
             "created_at",
             "updated_at",
         ]

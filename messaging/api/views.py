@@ -106,6 +106,7 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
                     client_reference=data.get("client_reference", ""),
                     send_at=data.get("send_at"),
                     metadata=data.get("metadata"),
+                    callback_url=data.get("callback_url", ""),
                     source=Source.API,
                     client=_client_for(request.user),
                     actor=request.user,

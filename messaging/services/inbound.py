@@ -5,7 +5,7 @@ from django.db import IntegrityError, transaction
 from messaging.models import Direction, Message, Source, StatusEvent
 from messaging.phone import normalise_loose
 from messaging.providers.base import InboundSms
-from messaging.services import optouts
+from messaging.services import callbacks, optouts
 from messaging.status import Status
 
 
@@ -39,6 +39,7 @@ def record_inbound(provider: str, sms: InboundSms, *, webhook_request=None):
                 webhook_request=webhook_request,
                 note="inbound message",
             )
+            callbacks.emit_inbound(message)
             optouts.apply_keyword(sender, sms.text, source_message=message)
     except IntegrityError:  # the same inbound message stored concurrently
         message = Message.objects.get(

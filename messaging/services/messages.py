@@ -4,8 +4,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from messaging import encoding, providers
-from messaging.errors import NotCancellable, NotResendable, OptedOut, ProviderNotEnabled
+from messaging.errors import (
+    CallbackNotConfigured,
+    NotCancellable,
+    NotResendable,
+    OptedOut,
+    ProviderNotEnabled,
+)
 from messaging.models import Client, Direction, Message, OptOut, Source, StatusEvent
+from messaging.services import callbacks
 from messaging.status import CANCELLABLE, RESENDABLE, Status
 
 
@@ -28,6 +35,7 @@ def create_outbound(
     actor=None,
     resend_of=None,
     resend_reason: str = "",
+    callback_url: str = "",
 ) -> Message:
     """Write a queued message and its first event in one transaction: the row is the outbox.
     Without a client the message belongs to the `default` client (staff sends)."""
@@ -37,6 +45,11 @@ def create_outbound(
         raise ProviderNotEnabled(f"Provider '{provider}' is not enabled.")
     if is_opted_out(to):
         raise OptedOut(f"{to} has opted out of messages.")
+    if callback_url and not callbacks.signing_secrets(client):
+        raise CallbackNotConfigured(
+            "This client has no callback signing secret yet: set one up with "
+            "`manage.py set_callback` before giving messages a callback_url."
+        )
     enc, segments = encoding.analyse(body)
     now = timezone.now()
     with transaction.atomic():
@@ -57,6 +70,7 @@ def create_outbound(
             next_attempt_at=send_at or now,
             resend_of=resend_of,
             resend_reason=resend_reason,
+            callback_url=callback_url,
             created_by=actor,
         )
         note = f"resend of {resend_of.pk}" if resend_of else "accepted"
@@ -85,6 +99,7 @@ def resend(original: Message, *, source: str, actor=None, provider: str = "", re
             actor=actor,
             resend_of=original,
             resend_reason=reason,
+            callback_url=original.callback_url,
         )
         StatusEvent.objects.create(
             message=original,
@@ -118,4 +133,5 @@ def cancel(message: Message, *, source: str = Source.ADMIN, actor=None, reason: 
             actor=actor,
             note="cancelled" + (f": {reason}" if reason else ""),
         )
+        callbacks.emit_status_changes([locked])
     return locked

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from messaging.models import Message, MessagePart, Source, StatusEvent, UnmatchedReport
 from messaging.providers.base import DeliveryReport
+from messaging.services import callbacks
 from messaging.status import Decision, Status, decide, is_terminal, roll_up
 
 APPLIED, IGNORED, DUPLICATE, UNMATCHED = "applied", "ignored", "duplicate", "unmatched"
@@ -142,6 +143,7 @@ def _apply_report(
             return Outcome(DUPLICATE, message.pk)
         if decision.applied:
             _move(message, decision.status, report)
+            callbacks.emit_status_changes([message])
         elif report.price is not None and message.price is None:
             message.price, message.currency = report.price, report.currency
             message.save(update_fields=["price", "currency", "updated_at"])

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from messaging import providers
 from messaging.models import Message, Source, StatusEvent
+from messaging.services import callbacks
 from messaging.services.receipts import apply_report
 from messaging.status import Status, decide
 
@@ -77,6 +78,7 @@ def mark_unknown(message: Message, reason: str):
             locked.save(
                 update_fields=["status", "error_code", "error_text", "completed_at", "updated_at"]
             )
+            callbacks.emit_status_changes([locked])
         StatusEvent.objects.create(
             message=locked,
             status=Status.UNKNOWN,
