@@ -1,7 +1,6 @@
 """A real HTTP receiver on 127.0.0.1 for the callback tests (no mocks), and helpers."""
 
 import contextlib
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
