@@ -36,6 +36,10 @@ class CallbackAttemptInline(admin.TabularInline):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_view_permission(self, request, obj=None):
+        # The attempts are part of the callback: whoever may see it sees them.
+        return request.user.has_perm("messaging.view_callback")
+
 
 @admin.register(Callback)
 class CallbackAdmin(_ReadOnly):
