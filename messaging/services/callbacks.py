@@ -25,6 +25,7 @@ from django.db import transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
+from messaging.bulk import bulk_insert
 from messaging.callback_http import Refused, check_url
 from messaging.models import Callback, CallbackEndpoint, Client, Message, OptOutChange
 
@@ -209,7 +210,7 @@ def emit_status_changes(changes: Iterable) -> int:
                 sequence=sequence,
             )  # fmt: skip
         )
-    Callback.objects.bulk_create(rows)
+    bulk_insert(Callback, rows)
     return len(rows)
 
 
