@@ -57,8 +57,12 @@ def bulk_insert(model, objs: list):
     qn = connection.ops.quote_name
     names = ", ".join(qn(f.column) for f in columns)
     connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        with cursor.copy(f"COPY {qn(meta.db_table)} ({names}) FROM STDIN") as copy:
-            for obj in objs:
-                copy.write_row([f.get_db_prep_save(getattr(obj, f.attname), connection)
-                                for f in columns])  # fmt: skip
+    sql = f"COPY {qn(meta.db_table)} ({names}) FROM STDIN"
+    with (
+        connection.wrap_database_errors,
+        psycopg.Cursor(connection.connection) as cursor,
+        cursor.copy(sql) as copy,
+    ):
+        for obj in objs:
+            copy.write_row([f.get_db_prep_save(getattr(obj, f.attname), connection)
+                            for f in columns])  # fmt: skip
