@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import certifi
 import urllib3
 from django.conf import settings
+from django.core.exceptions import ValidationError
 
 EXCERPT_BYTES = 512  # the first bytes of an answer kept on the attempt
 
@@ -87,6 +88,19 @@ def check_url(url: str) -> tuple:
                     "a public address."
                 )
     return parts, port, addresses
+
+
+def validate_url(url: str):
+    """The rule as a field validator (model fields, forms, the API serializer): "" is allowed
+    (no callbacks); anything else must pass check_url."""
+    if not url:
+        return
+    if len(url) > 500:
+        raise ValidationError("The callback URL must be at most 500 characters.")
+    try:
+        check_url(url)
+    except Refused as exc:
+        raise ValidationError(str(exc)) from None
 
 
 @dataclass

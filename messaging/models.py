@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from messaging.callback_http import validate_url
 from messaging.status import Status
 
 
@@ -61,7 +62,7 @@ class Client(models.Model):
     owned_numbers = models.JSONField(default=list, blank=True)
     # Status callbacks (messaging/services/callbacks.py): where the client's events are pushed.
     # Checked by callbacks.check_url when set and again when connecting (SSRF guard).
-    callback_url = models.CharField(max_length=500, blank=True)
+    callback_url = models.CharField(max_length=500, blank=True, validators=[validate_url])
     # Signing secrets (`whsec_<base64>`). Ours to sign with, so stored as they are (not hashed);
     # not editable in forms and never logged. During a rotation both sign every callback.
     callback_secret = models.CharField(max_length=100, blank=True, editable=False)
@@ -135,7 +136,7 @@ class Message(models.Model):
     client_reference = models.CharField(max_length=100, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     # Overrides the client's callback_url for this message's events (send API `callback_url`).
-    callback_url = models.CharField(max_length=500, blank=True)
+    callback_url = models.CharField(max_length=500, blank=True, validators=[validate_url])
     status = models.CharField(max_length=16, choices=StatusChoices.choices, default=Status.QUEUED)
     error_code = models.CharField(max_length=64, blank=True)
     error_text = models.TextField(blank=True)

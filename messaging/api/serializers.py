@@ -1,8 +1,8 @@
 from rest_framework import serializers
 
 from messaging import validation
+from messaging.callback_http import validate_url
 from messaging.models import Message, StatusEvent
-from messaging.services import callbacks
 
 SENDER_MAX = 32
 
@@ -20,7 +20,7 @@ class MessageCreateSerializer(serializers.Serializer):
     metadata = serializers.JSONField(required=False, help_text="Free-form JSON object.")
     callback_url = serializers.CharField(
         required=False, allow_blank=True, max_length=500,
-        validators=[callbacks.clean_url_unless_blank],
+        validators=[validate_url],
         help_text="https URL for this message's status callbacks, instead of the client's.",
     )  # fmt: skip
 

@@ -26,7 +26,7 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from messaging.bulk import bulk_insert
-from messaging.callback_http import Refused, check_url
+from messaging.callback_http import validate_url
 from messaging.models import Callback, CallbackEndpoint, Client, Message, OptOutChange
 
 SECRET_PREFIX = "whsec_"
@@ -39,20 +39,13 @@ MESSAGE_FIELDS = ("id", "client_id", "callback_url", "client__callback_url", "di
 
 
 def clean_url(url: str) -> str:
-    """The one URL rule (https, public addresses; see callback_http), as a ValidationError that
-    the API serializer and forms report against their field."""
+    """The one URL rule (https, public addresses; callback_http.check_url), as a
+    ValidationError that the API serializer, forms and commands report against their field."""
     url = (url or "").strip()
-    if len(url) > 500:
-        raise ValidationError("The callback URL must be at most 500 characters.")
-    try:
-        check_url(url)
-    except Refused as exc:
-        raise ValidationError(str(exc)) from None
+    if not url:
+        raise ValidationError("Give a callback URL.")
+    validate_url(url)
     return url
-
-
-def clean_url_unless_blank(url: str) -> str:
-    return clean_url(url) if url else url
 
 
 def new_secret() -> str:

@@ -131,3 +131,16 @@ def test_the_send_api_stores_the_message_url(api, user, dns):
     assert answer.json()["callback_url"] == "https://hooks.example.com/this-one"
     message = messages.Message.objects.get()
     assert message.callback_url == "https://hooks.example.com/this-one"
+
+
+def test_the_model_fields_carry_the_rule_for_any_form(dns):
+    """The Client and Message fields validate too, so a staff form cannot store a private URL."""
+    from messaging.models import Client
+
+    client = Client(name="Acme", slug="acme", callback_url="https://10.0.0.1/hook")
+    with pytest.raises(ValidationError) as refused:
+        client.full_clean()
+    assert "not a public address" in str(refused.value.message_dict["callback_url"])
+    dns["hooks.example.com"] = "93.184.215.14"
+    client.callback_url = "https://hooks.example.com/hook"
+    client.full_clean()
