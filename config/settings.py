@@ -266,6 +266,20 @@ SMS_PROVIDERS, SMS_PROVIDERS_ENABLED, SMS_DEFAULT_PROVIDER = build_sms_providers
 # there is (DEBUG, or no real provider enabled): its numbers are not real subscribers.
 SANDBOX_INBOUND_CHANGES_OPTOUTS = DEBUG or SMS_PROVIDERS_ENABLED == ["sandbox"]
 
+# --- Status callbacks (messaging/services/callbacks.py, `run_callbacks`) ---
+CALLBACK_TIMEOUT = env.float("CALLBACK_TIMEOUT", default=5.0)  # seconds per request
+CALLBACK_BACKOFF_BASE = env.float("CALLBACK_BACKOFF_BASE", default=5.0)
+CALLBACK_BACKOFF_CAP = env.float("CALLBACK_BACKOFF_CAP", default=1800.0)
+CALLBACK_MAX_AGE_HOURS = env.float("CALLBACK_MAX_AGE_HOURS", default=24.0)
+# true (local development, tests only): http:// and private, loopback addresses are allowed.
+CALLBACK_ALLOW_PRIVATE_NETWORKS = env.bool("CALLBACK_ALLOW_PRIVATE_NETWORKS", default=False)
+CALLBACK_CONCURRENCY = env.int("CALLBACK_CONCURRENCY", default=16)  # requests in flight
+CALLBACK_ENDPOINT_CONCURRENCY = env.int("CALLBACK_ENDPOINT_CONCURRENCY", default=4)  # per URL
+CALLBACK_LEASE_SECONDS = env.int("CALLBACK_LEASE_SECONDS", default=60)
+CALLBACK_POLL_INTERVAL = env.float("CALLBACK_POLL_INTERVAL", default=0.2)
+CALLBACK_CIRCUIT_THRESHOLD = env.int("CALLBACK_CIRCUIT_THRESHOLD", default=5)
+CALLBACK_CIRCUIT_COOLDOWN = env.float("CALLBACK_CIRCUIT_COOLDOWN", default=30.0)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

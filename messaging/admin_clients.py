@@ -175,12 +175,15 @@ class ClientAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "is_active", "active_keys", "created_at"]
     list_filter = ["is_active"]
     search_fields = ["name", "slug"]
-    readonly_fields = ["is_active", "created", "updated"]
+    readonly_fields = ["is_active", "created", "updated", "callback_url"]
     fieldsets = [
         (None, {"fields": ["name", "slug", "is_active"]}),
         ("Sending", {"fields": ["default_provider", "allowed_providers", "default_sender_id",
                                 "owned_numbers"]}),
         ("Rate limits", {"fields": ["send_rate_limit", "read_rate_limit"]}),
+        ("Status callbacks", {"fields": ["callback_url"], "description":
+            "Set with <code>manage.py set_callback SLUG URL</code>, which also creates the "
+            "signing secret and shows it once."}),
         ("History", {"fields": ["created", "updated"]}),
     ]  # fmt: skip
     prepopulated_fields = {"slug": ["name"]}

@@ -7,4 +7,4 @@ class MessagingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from messaging import admin_clients, checks  # noqa: F401  (register the client admin, checks)
+        from messaging import checks  # noqa: F401  (register the system checks)

@@ -37,3 +37,32 @@ def bulk_set(model, objs: list, fields: list, chunk: int = 1000):
                 params,
                 prepare=False,
             )
+
+
+def bulk_insert(model, objs: list):
+    """Insert many new rows (no ids returned). On PostgreSQL through COPY: Django's bulk_create
+    spent more CPU building and quoting one big INSERT for a receipt batch's callbacks (and
+    psycopg more splitting it) than PostgreSQL spent inserting them."""
+    if not objs:
+        return
+    if connection.vendor != "postgresql":
+        model.objects.bulk_create(objs, batch_size=500)
+        return
+    meta = model._meta
+    for field in meta.concrete_fields:  # what Model.save would fill in (auto_now_add)
+        if getattr(field, "auto_now_add", False) or getattr(field, "auto_now", False):
+            for obj in objs:
+                field.pre_save(obj, add=True)
+    columns = [f for f in meta.concrete_fields if not f.primary_key or f.has_default()]
+    qn = connection.ops.quote_name
+    names = ", ".join(qn(f.column) for f in columns)
+    connection.ensure_connection()
+    sql = f"COPY {qn(meta.db_table)} ({names}) FROM STDIN"
+    with (
+        connection.wrap_database_errors,
+        psycopg.Cursor(connection.connection) as cursor,
+        cursor.copy(sql) as copy,
+    ):
+        for obj in objs:
+            copy.write_row([f.get_db_prep_save(getattr(obj, f.attname), connection)
+                            for f in columns])  # fmt: skip

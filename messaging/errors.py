@@ -52,3 +52,7 @@ class AlreadyResent(HeraldError):
     anyway" with a reason)."""
 
     code = "already_resent"
+
+
+class CallbackNotConfigured(HeraldError):
+    code = "callback_not_configured"

@@ -203,10 +203,45 @@ def heartbeat_families(now):
     return [age, alive]
 
 
-#: The scrape-time gauge sources, each `fn(now) -> [metric families]`. To add one (for example
-#: callbacks waiting/failed by client, once the callbacks outbox exists), write a function like
-#: queue_families and append it here; label by client slug only where clients are bounded.
-DATABASE_GAUGES = [queue_families, receipt_families, heartbeat_families]
+def callback_families(now):
+    """Status callbacks waiting (pending) and given up (failed) per client, and how long the
+    oldest pending one has waited since its event. Labelled by client slug: clients are created
+    by operators, so the set is bounded."""
+    from messaging.models import Callback
+
+    waiting = GaugeMetricFamily(
+        "herald_callbacks_pending", "Status callbacks not delivered yet.", labels=["client"]
+    )
+    failed = GaugeMetricFamily(
+        "herald_callbacks_failed",
+        "Status callbacks given up on after CALLBACK_MAX_AGE_HOURS (replayable in the admin).",
+        labels=["client"],
+    )
+    age = GaugeMetricFamily(
+        "herald_callbacks_pending_oldest_age_seconds",
+        "Seconds since the event of the oldest pending callback (0: none).",
+        labels=["client"],
+    )
+    rows = (
+        Callback.objects.filter(state__in=[Callback.State.PENDING, Callback.State.FAILED])
+        .order_by()
+        .values("client__slug", "state")
+        .annotate(n=Count("id"), first=Min("occurred_at"))
+    )
+    for row in rows:
+        slug = row["client__slug"]
+        if row["state"] == Callback.State.PENDING:
+            waiting.add_metric([slug], row["n"])
+            age.add_metric([slug], max(0.0, (now - row["first"]).total_seconds()))
+        else:
+            failed.add_metric([slug], row["n"])
+    return [waiting, failed, age]
+
+
+#: The scrape-time gauge sources, each `fn(now) -> [metric families]`. To add one, write a
+#: function like queue_families and append it here; label by client slug only where clients are
+#: bounded.
+DATABASE_GAUGES = [queue_families, receipt_families, heartbeat_families, callback_families]
 
 
 class DatabaseCollector:

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from messaging.callback_http import validate_url
 from messaging.status import Status
 
 
@@ -66,6 +67,13 @@ class Client(models.Model):
         help_text="Blank: the RETENTION_BODY_DAYS setting. Bodies and raw payloads older than "
         "this are erased by purge_payloads; statuses and timestamps stay.",
     )  # fmt: skip
+    # Status callbacks (messaging/services/callbacks.py): where the client's events are pushed.
+    # Checked by callbacks.check_url when set and again when connecting (SSRF guard).
+    callback_url = models.CharField(max_length=500, blank=True, validators=[validate_url])
+    # Signing secrets (`whsec_<base64>`). Ours to sign with, so stored as they are (not hashed);
+    # not editable in forms and never logged. During a rotation both sign every callback.
+    callback_secret = models.CharField(max_length=100, blank=True, editable=False)
+    callback_secret_previous = models.CharField(max_length=100, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -134,6 +142,8 @@ class Message(models.Model):
     provider_message_id = models.CharField(max_length=128, null=True, blank=True)
     client_reference = models.CharField(max_length=100, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # Overrides the client's callback_url for this message's events (send API `callback_url`).
+    callback_url = models.CharField(max_length=500, blank=True, validators=[validate_url])
     status = models.CharField(max_length=16, choices=StatusChoices.choices, default=Status.QUEUED)
     error_code = models.CharField(max_length=64, blank=True)
     error_text = models.TextField(blank=True)
@@ -533,3 +543,124 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self):
         return f"{self.kind} {self.worker_id} at {self.last_seen:%H:%M:%S}"
+
+
+class Callback(models.Model):
+    """One event to push to a client's endpoint: the callbacks outbox. Written in the same
+    transaction as the change it reports (messaging/services/callbacks.py), delivered at least
+    once by `run_callbacks` (messaging/callback_worker.py). `event_id` is the `webhook-id`
+    header: every delivery of the event, retries and replays alike, carries the same one."""
+
+    class Type(models.TextChoices):
+        MESSAGE_STATUS = "message.status", "message.status"
+        MESSAGE_INBOUND = "message.inbound", "message.inbound"
+        OPTOUT_CHANGED = "optout.changed", "optout.changed"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+
+    event_id = models.CharField(max_length=40, unique=True)
+    event_type = models.CharField(max_length=20, choices=Type.choices)
+    occurred_at = models.DateTimeField()
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="callbacks")
+    # Message events: the message and its per-message sequence number (1, 2, ...).
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.CASCADE, related_name="callbacks"
+    )
+    sequence = models.PositiveIntegerField(null=True, blank=True)
+    payload = models.JSONField()
+    url = models.CharField(max_length=500)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    # Retried until then (CALLBACK_MAX_AGE_HOURS after the event, or after a replay).
+    give_up_at = models.DateTimeField()
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    # Set by a replay until the replayed delivery is attempted; copied to that attempt.
+    replay_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )  # fmt: skip
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [("replay_callback", "Can replay a status callback")]
+        indexes = [
+            # The worker's claim: due pending rows, oldest first.
+            models.Index(
+                fields=["next_attempt_at"],
+                name="callback_due_idx",
+                condition=Q(state="pending"),
+            ),
+            models.Index(fields=["client", "-created_at"], name="callback_client_idx"),
+            models.Index(fields=["url", "state"], name="callback_url_state_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["message", "sequence"], name="callback_message_sequence_unique"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.event_type} {self.event_id}"
+
+
+class CallbackAttempt(models.Model):
+    """One HTTP request to a client's endpoint (or the reason none could be made)."""
+
+    callback = models.ForeignKey(Callback, on_delete=models.CASCADE, related_name="attempts_log")
+    started_at = models.DateTimeField()
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    response_excerpt = models.TextField(blank=True)  # the answer's first bytes
+    error = models.TextField(blank=True)
+    ok = models.BooleanField(default=False)
+    replayed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )  # fmt: skip
+
+    class Meta:
+        ordering = ["started_at", "id"]
+        indexes = [models.Index(fields=["started_at"], name="callback_attempt_time_idx")]
+
+    def __str__(self):
+        return f"{self.http_status or self.error[:40]} at {self.started_at:%H:%M:%S}"
+
+
+class CallbackEndpoint(models.Model):
+    """The circuit breaker of one callback URL, shared by every worker through the database:
+    after CALLBACK_CIRCUIT_THRESHOLD failures in a row it opens, and the URL gets one probe
+    per CALLBACK_CIRCUIT_COOLDOWN seconds until one succeeds, so a dead endpoint holds no
+    worker thread that another client's callbacks could use."""
+
+    class Circuit(models.TextChoices):
+        CLOSED = "closed", "Closed (healthy)"
+        OPEN = "open", "Open (failing; probed)"
+
+    url = models.CharField(max_length=500, unique=True)
+    circuit = models.CharField(max_length=8, choices=Circuit.choices, default=Circuit.CLOSED)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    retry_at = models.DateTimeField(null=True, blank=True)  # open: the next probe's time
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    def __str__(self):
+        return f"{self.url} ({self.circuit})"
+
+
+class CallbackHealth(Client):
+    """Clients seen from their callback endpoint (an admin page: success rate, circuit)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "callback endpoint health"
+        verbose_name_plural = "callback endpoint health"

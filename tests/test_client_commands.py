@@ -69,3 +69,23 @@ def test_create_demo_makes_the_login_and_a_demo_client_with_both_keys(client):
     assert live not in out2 and clients.authenticate(live) is None
     assert Client.objects.filter(slug="demo").count() == 1
     assert ApiKey.objects.filter(client__slug="demo", revoked_at__isnull=True).count() == 2
+
+
+def test_create_client_with_a_callback_url_prints_the_secret_last(settings):
+    settings.CALLBACK_ALLOW_PRIVATE_NETWORKS = False
+    out = StringIO()
+    call_command(
+        "create_client", "Hooked", "--callback-url", "https://93.184.215.14/hook", stdout=out
+    )
+    slug, secret = out.getvalue().strip().splitlines()[-2:]
+    client = Client.objects.get(slug=slug)
+    assert slug == "hooked" and secret.startswith("whsec_") and client.callback_secret == secret
+    assert client.callback_url == "https://93.184.215.14/hook"
+
+
+def test_create_client_with_a_private_callback_url_creates_nothing(settings):
+    settings.CALLBACK_ALLOW_PRIVATE_NETWORKS = False
+    with pytest.raises(CommandError):
+        call_command("create_client", "Inside", "--callback-url", "https://127.0.0.1/hook",
+                     stdout=StringIO())  # fmt: skip
+    assert not Client.objects.filter(slug="inside").exists()

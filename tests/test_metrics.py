@@ -392,3 +392,22 @@ def test_every_metric_the_dashboard_uses_is_exported(client, token):
     assert len(exprs) >= 6
     for expr in exprs:
         assert _herald_names(expr) <= exported, expr
+
+
+@pytest.mark.django_db
+def test_callbacks_waiting_and_failed_by_client(client, token):
+    from messaging.models import Callback, Client
+
+    acme = Client.objects.create(name="Acme", slug="acme")
+    now = timezone.now()
+    for n, state in enumerate(["pending", "pending", "failed", "delivered"]):
+        Callback.objects.create(
+            event_id=f"evt_{n}", event_type="message.status", client=acme, payload={},
+            url="https://93.184.215.14/h", state=state, next_attempt_at=now,
+            occurred_at=now - timedelta(seconds=120), give_up_at=now + timedelta(hours=24),
+        )  # fmt: skip
+    found = scrape(client)
+    assert value(found, "herald_callbacks_pending", client="acme") == 2
+    assert value(found, "herald_callbacks_failed", client="acme") == 1
+    assert value(found, "herald_callbacks_pending_oldest_age_seconds", client="acme") >= 119
+    assert value(found, "herald_scrape_error", source="callback") == 0

@@ -18,4 +18,5 @@ Messages, events and webhook requests are never edited here: every change goes t
 Importing the modules registers their ModelAdmins (Django imports `messaging.admin`).
 """
 
+from messaging import admin_callbacks, admin_clients  # noqa: E402, F401 - clients, callbacks
 from messaging.admin import evidence, messages, optouts  # noqa: F401 - registers the admins

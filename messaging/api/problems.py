@@ -32,6 +32,7 @@ from rest_framework.views import set_rollback
 
 from messaging.errors import (
     AlreadyResent,
+    CallbackNotConfigured,
     HeraldError,
     IdempotencyConflict,
     InvalidHeader,
@@ -112,7 +113,11 @@ DOMAIN = {
     InvalidHeader: "invalid-header",
 }
 # Domain errors about one request field name it, like DRF's own 400s.
-FIELD = {OptedOut: "to", ProviderNotEnabled: "provider"}  # ProviderNotAllowed is one too
+FIELD = {
+    OptedOut: "to",
+    ProviderNotEnabled: "provider",
+    CallbackNotConfigured: "callback_url",
+}  # ProviderNotAllowed is one too
 DRF = [
     (exceptions.ValidationError, "validation-error"),
     (exceptions.ParseError, "malformed-request"),

@@ -11,6 +11,7 @@ from messaging.api.fields import (
     StrictListField,
     StrictSerializer,
 )
+from messaging.callback_http import validate_url
 from messaging.models import ApiKey, Message, StatusEvent
 
 SENDER_MAX = 32
@@ -34,6 +35,11 @@ class MessageInputSerializer(StrictSerializer):
     metadata = StrictJSONObjectField(
         required=False, help_text="A JSON object of your own, up to 4 KiB; returned as given."
     )
+    callback_url = StrictCharField(
+        required=False, allow_blank=True, max_length=500,
+        validators=[validate_url],
+        help_text="https URL for this message's status callbacks, instead of the client's.",
+    )  # fmt: skip
 
     def get_fields(self):
         fields = super().get_fields()
@@ -179,6 +185,7 @@ class MessageSerializer(serializers.ModelSerializer):
             "resend_of",
             "resends",
             "metadata",
+            "callback_url",
             "created_at",
             "updated_at",
         ]

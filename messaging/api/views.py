@@ -157,6 +157,7 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ClientSco
                 client_reference=data.get("client_reference", ""),
                 send_at=data.get("send_at"),
                 metadata=data.get("metadata"),
+                callback_url=data.get("callback_url", ""),
                 source=Source.API,
                 client=self.client,
                 api_key=self.api_key,
@@ -215,6 +216,7 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ClientSco
                 sender=data.get("from", ""),
                 send_at=data.get("send_at"),
                 metadata=data.get("metadata"),
+                callback_url=data.get("callback_url", ""),
             ),
         )
         response = Response(batch.result, status=200 if replayed else 202)

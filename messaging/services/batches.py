@@ -26,7 +26,7 @@ from messaging.models import (
     Source,
     StatusEvent,
 )
-from messaging.services.messages import route
+from messaging.services.messages import check_callback_url, route
 from messaging.status import Status
 from messaging.text import unstorable
 
@@ -123,6 +123,7 @@ def create_batch(
     api_key=None,
     actor=None,
     source: str = Source.API,
+    callback_url: str = "",
 ) -> MessageBatch:
     """Create the batch's messages (queued) and their first events in one transaction.
     Returns the batch, whose `result` is the API's answer. The provider and sender follow the
@@ -130,6 +131,7 @@ def create_batch(
     if len(recipients) + len(invalid or {}) > settings.BATCH_MAX_RECIPIENTS:
         raise ValidationError(f"At most {settings.BATCH_MAX_RECIPIENTS} recipients.")
     provider, route_note = route(client, api_key, provider)
+    check_callback_url(client, callback_url)
     sender = sender or client.default_sender_id
     stopped = opted_out(r.to for r in recipients)
     now = timezone.now()
@@ -155,6 +157,7 @@ def create_batch(
             send_at=send_at,
             next_attempt_at=send_at or now,
             created_by=actor,
+            callback_url=callback_url,
         )
         rows.append(message)
         accepted.append(

@@ -7,7 +7,7 @@ from messaging import selectors
 from messaging.models import Direction, Message, Source, StatusEvent
 from messaging.phone import normalise_loose
 from messaging.providers.base import InboundSms
-from messaging.services import optouts
+from messaging.services import callbacks, optouts
 from messaging.status import Status
 
 
@@ -43,6 +43,7 @@ def record_inbound(provider: str, sms: InboundSms, *, webhook_request=None):
                 webhook_request=webhook_request,
                 note="inbound message",
             )
+            callbacks.emit_inbound(message)
             if provider != "sandbox" or settings.SANDBOX_INBOUND_CHANGES_OPTOUTS:
                 optouts.apply_keyword(sender, sms.text, source_message=message)
             # Otherwise a sandbox "STOP" is stored like any inbound message but changes nothing:

@@ -6,6 +6,7 @@ from django.utils import timezone
 from messaging import encoding, providers
 from messaging.errors import (
     AlreadyResent,
+    CallbackNotConfigured,
     NotCancellable,
     NotResendable,
     OptedOut,
@@ -21,6 +22,7 @@ from messaging.models import (
     Source,
     StatusEvent,
 )
+from messaging.services import callbacks
 from messaging.status import Status, can_cancel, can_resend
 
 SANDBOX = "sandbox"
@@ -69,6 +71,15 @@ def route(client: Client, api_key: ApiKey | None, requested: str = "") -> tuple[
     return provider, ""
 
 
+def check_callback_url(client: Client, callback_url: str) -> None:
+    """A per-message callback URL needs the client's signing secret (callbacks are signed)."""
+    if callback_url and not callbacks.signing_secrets(client):
+        raise CallbackNotConfigured(
+            "This client has no callback signing secret yet: set one up with "
+            "`manage.py set_callback` before giving messages a callback_url."
+        )
+
+
 def create_outbound(
     *,
     to: str,
@@ -84,6 +95,7 @@ def create_outbound(
     actor=None,
     resend_of=None,
     resend_reason: str = "",
+    callback_url: str = "",
 ) -> Message:
     """Write a queued message and its first event in one transaction: the row is the outbox.
     Without a client the message belongs to the `default` client (staff sends). The provider
@@ -93,6 +105,7 @@ def create_outbound(
     sender = sender or client.default_sender_id
     if is_opted_out(to):
         raise OptedOut(f"{to} has opted out of messages.")
+    check_callback_url(client, callback_url)
     enc, segments = encoding.analyse(body)
     now = timezone.now()
     with transaction.atomic():
@@ -113,6 +126,7 @@ def create_outbound(
             next_attempt_at=send_at or now,
             resend_of=resend_of,
             resend_reason=resend_reason,
+            callback_url=callback_url,
             created_by=actor,
         )
         note = f"resend of {resend_of.pk}" if resend_of else "accepted"
@@ -171,6 +185,7 @@ def resend(
             actor=actor,
             resend_of=original,
             resend_reason=reason,
+            callback_url=original.callback_url,
         )
         StatusEvent.objects.create(
             message=original,
@@ -206,4 +221,5 @@ def cancel(message: Message, *, source: str = Source.ADMIN, actor=None, reason: 
             actor=actor,
             note="cancelled" + (f": {reason}" if reason else ""),
         )
+        callbacks.emit_status_changes([locked])
     return locked

@@ -5,6 +5,7 @@ import re
 from django.db import transaction
 
 from messaging.models import OptOut, OptOutChange
+from messaging.services import callbacks
 
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
 START_WORDS = frozenset({"START", "UNSTOP"})
@@ -22,7 +23,7 @@ def opt_out(number: str, *, keyword="", reason="", source_message=None, actor=No
             defaults={"keyword": keyword, "source_message": source_message},
         )
         if created:
-            OptOutChange.objects.create(
+            change = OptOutChange.objects.create(
                 phone_number=number,
                 action=OptOutChange.Action.OPT_OUT,
                 keyword=keyword,
@@ -30,6 +31,7 @@ def opt_out(number: str, *, keyword="", reason="", source_message=None, actor=No
                 source_message=source_message,
                 actor=actor,
             )
+            callbacks.emit_optout_change(change)
     return created
 
 
@@ -37,7 +39,7 @@ def opt_in(number: str, *, keyword="", reason="", source_message=None, actor=Non
     with transaction.atomic():
         deleted, _ = OptOut.objects.filter(phone_number=number).delete()
         if deleted:
-            OptOutChange.objects.create(
+            change = OptOutChange.objects.create(
                 phone_number=number,
                 action=OptOutChange.Action.OPT_IN,
                 keyword=keyword,
@@ -45,6 +47,7 @@ def opt_in(number: str, *, keyword="", reason="", source_message=None, actor=Non
                 source_message=source_message,
                 actor=actor,
             )
+            callbacks.emit_optout_change(change)
     return bool(deleted)
 
 

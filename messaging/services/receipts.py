@@ -33,7 +33,7 @@ from messaging import metrics
 from messaging.bulk import bulk_set
 from messaging.models import Message, MessagePart, Source, StatusEvent, UnmatchedReport
 from messaging.providers.base import DeliveryReport
-from messaging.services import optouts
+from messaging.services import callbacks, optouts
 from messaging.status import FAILURES, Decision, Status, decide, is_terminal, roll_up
 
 APPLIED, IGNORED, DUPLICATE, UNMATCHED = "applied", "ignored", "duplicate", "unmatched"
@@ -90,7 +90,20 @@ class Applied:
 
 def _on_status_changes(changes: list):
     """Called once per apply(), inside its transaction, with every StatusChange it made (the
-    events are saved). Whatever must commit or roll back with the status changes goes here."""
+    events are saved). Whatever must commit or roll back with the status changes goes here:
+    the status callbacks' outbox rows, one bulk write for the batch. Each change carries its
+    own status and error (a message moved twice in a batch reports both steps)."""
+    callbacks.emit_status_changes(
+        [
+            callbacks.StatusChange(
+                change.message_id,
+                str(change.new),
+                change.event.error_code if change.new in ERROR_STATUSES else "",
+                change.event.error_text if change.new in ERROR_STATUSES else "",
+            )
+            for change in changes
+        ]
+    )
 
 
 def apply(

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from messaging import providers
 from messaging.models import Message, Source, StatusEvent
-from messaging.services import receipts
+from messaging.services import callbacks, receipts
 from messaging.status import Status, decide
 
 log = logging.getLogger("herald.reconcile")
@@ -79,6 +79,7 @@ def mark_unknown(message: Message, reason: str):
             locked.save(
                 update_fields=["status", "error_code", "error_text", "completed_at", "updated_at"]
             )
+            callbacks.emit_status_changes([locked])
         StatusEvent.objects.create(
             message=locked,
             status=Status.UNKNOWN,

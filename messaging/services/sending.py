@@ -20,7 +20,7 @@ from messaging import providers
 from messaging.bulk import bulk_set
 from messaging.models import Message, MessagePart, OptOut, Source, StatusEvent
 from messaging.providers.base import OutboundSms, SendError, SendResult
-from messaging.services import messages, optouts, pacing
+from messaging.services import callbacks, messages, optouts, pacing
 from messaging.services.receipts import match_unmatched, match_unmatched_many
 from messaging.status import Status, decide, roll_up, sender_may
 
@@ -70,6 +70,7 @@ def claim_due(batch_size: int, owner: str, now=None) -> list:
             )
             for m in claimed
         )
+        callbacks.emit_status_changes(claimed)
     return claimed
 
 
@@ -186,7 +187,7 @@ def record_accepted(accepted: list) -> dict:
         }
         owner_of = _part_owners(locked, accepted)
         now = timezone.now()
-        parts, events, partial = [], [], []
+        parts, events, partial, changes = [], [], [], []
         for a in accepted:
             message, result = locked[a.message.pk], a.result
             ids = []
@@ -215,6 +216,7 @@ def record_accepted(accepted: list) -> dict:
                 message.status = Status.SENT
                 message.error_code = message.error_text = ""
                 message.completed_at = None
+                changes.append(callbacks.StatusChange.of(message))
             else:
                 decision = decide(message.status, Status.SENT)
                 applied, note = False, decision.reason + " (a receipt arrived first)"
@@ -239,6 +241,7 @@ def record_accepted(accepted: list) -> dict:
         MessagePart.objects.bulk_create(parts, ignore_conflicts=True)
         bulk_set(Message, list(locked.values()), _SENT_FIELDS)
         StatusEvent.objects.bulk_create(events)
+        callbacks.emit_status_changes(changes)
         for message, accepted_parts, refused in partial:
             _record_refused_parts(message, accepted_parts, refused)
     match_unmatched_many(list(locked.values()))
@@ -288,6 +291,7 @@ def _record_refused_parts(locked: Message, accepted: int, refused: list):
         source=Source.SENDER,
         note="partial send: the accepted parts are not resent",
     )
+    callbacks.emit_status_changes([locked])
 
 
 def backoff_seconds(attempt: int, retry_after=None) -> float:
@@ -380,6 +384,7 @@ def _requeue(message, owner, exc, *, delay: float, note: str, provider: str = ""
             source=Source.SENDER,
             note=note,
         )
+        callbacks.emit_status_changes([locked])
     return Status.QUEUED
 
 
@@ -412,3 +417,4 @@ def _finish(locked: Message, status, *, code="", text=""):
             Status.REJECTED: "refused",
         }.get(status, ""),
     )
+    callbacks.emit_status_changes([locked])

@@ -10,6 +10,7 @@ A full-page screenshot of each goes to artifacts/screenshots/<page>-<width>.png.
 
 PAGES is a table so that pages from other branches (clients, callbacks) are one line each:
     Page("clients", lambda d: "/admin/messaging/client/"),
+    Page("callbacks", lambda d: "/admin/messaging/callback/"),
 """
 
 from collections.abc import Callable
@@ -175,6 +176,7 @@ PAGES = [
          "#herald-optout-history"),
     Page("opt-out-add", lambda d: "/admin/messaging/optout/add/", "#herald-optout-add-form"),
     Page("clients", lambda d: "/admin/messaging/client/"),
+    Page("callbacks", lambda d: "/admin/messaging/callback/"),
     Page("client", lambda d: f"/admin/messaging/client/{_default_client_pk()}/change/"),
 ]  # fmt: skip
 
