@@ -14,8 +14,8 @@ only so that the receiver may be on 127.0.0.1).
   lag         gunicorn takes signed sandbox receipts at a steady `--rate` for `--seconds`
               (applied inline, so each commits its callback), one worker delivers: time from
               the receipt's POST to its `delivered` callback reaching the receiver, p50/p95;
-  receipts    the applier's batch path (`applier._apply_reports`, 200 reports per batch) and
-              the one-receipt path (`receipts.apply_report`, as the inline webhook runs it),
+  receipts    the applier's batch path (`receipts.apply` on 200 reports in one transaction) and
+              the one-receipt path (`receipts.apply_one`, as the inline webhook runs it),
               in interleaved rounds: emission switched off (patched to a no-op: the code
               before callbacks), no callback URL (one lookup query per batch), and every
               message with a URL (lookup, sequence query, bulk insert).
@@ -258,7 +258,6 @@ def receipt_rounds(rounds, batch=200) -> dict:
     """Interleaved rounds of the two receipt paths under three emission variants."""
     from django.db import transaction
 
-    from messaging import applier
     from messaging.models import WebhookRequest
     from messaging.providers.base import DeliveryReport
     from messaging.services import callbacks, receipts
@@ -286,15 +285,16 @@ def receipt_rounds(rounds, batch=200) -> dict:
                 seeded = seed_sent([client], batch * 2)
                 row = WebhookRequest.objects.create(provider="sandbox", kind="status",
                                                     method="POST", path="/bench")  # fmt: skip
-                pairs = [(row, DeliveryReport(Status.DELIVERED, "DELIVRD", provider_message_id=pid))
-                         for _, pid, _ in seeded[:batch]]  # fmt: skip
+                reports = [receipts.Incoming("sandbox", DeliveryReport(
+                    Status.DELIVERED, "DELIVRD", provider_message_id=pid), row)
+                    for _, pid, _ in seeded[:batch]]  # fmt: skip
                 started = time.perf_counter()
                 with transaction.atomic():
-                    applier._apply_reports(pairs)
+                    receipts.apply(reports)
                 results[name]["batch_ms"].append((time.perf_counter() - started) * 1000)
                 started = time.perf_counter()
                 for _, pid, _ in seeded[batch:]:
-                    receipts.apply_report(
+                    receipts.apply_one(
                         "sandbox",
                         DeliveryReport(Status.DELIVERED, "DELIVRD", provider_message_id=pid),
                     )

@@ -47,7 +47,8 @@ INSERT INTO messaging_message (
     id, direction, to_number, from_number, body, provider, provider_message_id,
     client_reference, metadata, status, error_code, error_text, segments, encoding, price,
     currency, attempts, next_attempt_at, lease_until, lease_owner, send_at, sent_at,
-    completed_at, resend_of_id, resend_reason, created_by_id, created_at, updated_at
+    completed_at, resend_of_id, resend_reason, created_by_id, created_at, updated_at,
+    client_id, callback_url
 )
 SELECT
     gen_random_uuid(),
@@ -90,7 +91,10 @@ SELECT
     '',
     NULL,
     created,
-    created
+    created,
+    CASE WHEN direction = 'outbound'
+         THEN (SELECT id FROM messaging_client WHERE slug = 'default') END,
+    ''
 FROM shaped
 """
 
@@ -155,6 +159,9 @@ def seed(n: int, *, days: int = DAYS, parts: bool = True, log=print) -> dict:
         "webhooks": max(100, n // 100),
         "optouts": max(50, n // 200),
     }
+    from messaging.models import Client
+
+    Client.objects.default()  # outbound rows belong to it (MESSAGES_SQL looks it up)
     timings = {}
     with connection.cursor() as cursor:
         for name, sql in (

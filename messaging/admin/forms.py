@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from messaging import providers, validation
 from messaging.api.serializers import SENDER_MAX
+from messaging.models import Client
 from messaging.services.messages import is_opted_out
 
 
@@ -19,6 +20,12 @@ def provider_choices(blank_label=None):
 
 
 class SendSmsForm(forms.Form):
+    client = forms.ModelChoiceField(
+        queryset=Client.objects.filter(is_active=True),
+        required=False,
+        help_text="The client the message belongs to (its own providers, sender id and "
+        "callbacks apply). Empty: the default client.",
+    )
     to = forms.CharField(
         label="To",
         max_length=32,
@@ -48,6 +55,7 @@ class SendSmsForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["provider"].choices = provider_choices()
         self.fields["provider"].initial = providers.default_name()
+        self.fields["client"].initial = Client.objects.default().pk
         # Typed times are read in the zone the admin shows (the staff user's, or UTC).
         zone = timezone.get_current_timezone_name()
         self.fields["send_at"].help_text = f"Send later (YYYY-MM-DD HH:MM, {zone}). Empty: now."
@@ -70,6 +78,25 @@ class SendSmsForm(forms.Form):
 
     def clean_send_at(self):
         return validation.clean_send_at(self.cleaned_data.get("send_at"))
+
+    def clean_sender(self):
+        return validation.clean_sender(self.cleaned_data.get("sender") or "")
+
+
+class QuoteForm(forms.Form):
+    """The send form's fields a quote needs; the number is checked only as far as a quote can
+    use it (a country for the price), so a half-typed number still gets segments."""
+
+    client = forms.ModelChoiceField(queryset=Client.objects.filter(is_active=True), required=False)
+    to = forms.CharField(required=False, max_length=32)
+    body = forms.CharField(strip=False)
+    provider = forms.CharField(required=False, max_length=32)
+
+    def clean_to(self):
+        try:
+            return validation.clean_number(self.cleaned_data.get("to") or "")
+        except forms.ValidationError:
+            return ""
 
 
 class ResendForm(forms.Form):

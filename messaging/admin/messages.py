@@ -22,11 +22,12 @@ from messaging.admin.filters import (
     ErrorCodeFilter,
     ProviderFilter,
 )
-from messaging.admin.forms import SendSmsForm
+from messaging.admin.forms import QuoteForm, SendSmsForm
 from messaging.admin.pagination import EstimatedCountPaginator
 from messaging.errors import OptedOut, ProviderNotEnabled
-from messaging.models import Message, Source
+from messaging.models import Client, Message, Source
 from messaging.services import messages as message_service
+from messaging.services import quotes
 
 # How often the message page asks for news while the message is not final (milliseconds).
 LIVE_INTERVAL_MS = 3000
@@ -333,6 +334,7 @@ class MessageAdmin(admin.ModelAdmin):
                 message = message_service.create_outbound(
                     to=data["to"],
                     body=data["body"],
+                    client=data["client"],
                     provider=data["provider"],
                     sender=data["sender"],
                     client_reference=data["client_reference"],
@@ -392,6 +394,27 @@ class MessageAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "herald/dashboard.html", context)
 
+    def quote_view(self, request):
+        """What the send form's text would be (segments, encoding, the characters that force
+        UCS-2, provider, price), shown live as staff type: the API's quote, the same service."""
+        if not self.has_send_permission(request):
+            raise PermissionDenied
+        form = QuoteForm(request.GET)
+        if not form.is_valid():
+            errors = {name: [str(e) for e in errs] for name, errs in form.errors.items()}
+            return JsonResponse({"errors": errors}, status=400)
+        data = form.cleaned_data
+        try:
+            quote = quotes.quote(
+                to=data["to"],
+                body=data["body"],
+                provider=data["provider"],
+                client=data["client"] or Client.objects.default(),
+            )
+        except ProviderNotEnabled as exc:
+            return JsonResponse({"errors": {"provider": [str(exc)]}}, status=400)
+        return JsonResponse(quote.as_dict())
+
     def get_urls(self):
         def wrap(view):
             return self.admin_site.admin_view(view)
@@ -399,6 +422,7 @@ class MessageAdmin(admin.ModelAdmin):
         name = f"{self.opts.app_label}_{self.opts.model_name}"
         return [
             path("send/", wrap(self.send_view), name=f"{name}_send"),
+            path("send/quote.json", wrap(self.quote_view), name=f"{name}_quote"),
             path("export.csv", wrap(self.export_view), name=f"{name}_export"),
             path("dashboard/", wrap(self.dashboard_view), name="messaging_dashboard"),
             path("<path:object_id>/resend/", wrap(self.resend_view), name=f"{name}_resend"),

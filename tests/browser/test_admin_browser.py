@@ -203,3 +203,20 @@ def test_the_message_page_updates_itself_under_a_strict_csp(
     expect(page.locator("#herald-live")).to_have_attribute("data-live", "final")
     assert Message.objects.get(pk=message.pk).status == "delivered"
     assert not violations, violations
+
+
+@pytest.mark.parametrize("width", [1366, 1920])
+def test_the_send_form_quotes_as_staff_type(logged_in, live_server, artifacts, width):
+    page = logged_in
+    page.set_viewport_size({"width": width, "height": 900})
+    page.goto(f"{live_server.url}/admin/messaging/message/send/")
+    quote = page.locator("#herald-quote-text")
+    page.fill("#id_to", "+447400123456")
+    page.fill("#id_body", "Your order ships tomorrow - thank you!")
+    expect(quote).to_contain_text("1 segment")
+    expect(quote).to_contain_text("GSM-7")
+    page.fill("#id_body", "Your order ships tomorrow — thank you! " * 2)
+    expect(quote).to_contain_text("2 segments")
+    expect(quote).to_contain_text("UCS-2 (forced by “—”")
+    expect(quote).to_contain_text("via sandbox")
+    page.screenshot(path=str(artifacts / f"admin-send-quote-{width}.png"), full_page=True)

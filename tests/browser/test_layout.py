@@ -41,7 +41,7 @@ class Page:
 
 
 def _receipt(message, part_id, status, provider_status, minutes, code="", text=""):
-    return receipts.apply_report(
+    return receipts.apply_one(
         message.provider,
         DeliveryReport(
             status=status,
