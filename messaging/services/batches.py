@@ -16,17 +16,16 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from messaging import encoding, validation
+from messaging import validation
 from messaging.models import (
     Client,
-    Direction,
     Message,
     MessageBatch,
     OptOut,
     Source,
     StatusEvent,
 )
-from messaging.services.messages import check_callback_url, route
+from messaging.services.messages import check_callback_url, queued_row, route
 from messaging.status import Status
 from messaging.text import unstorable
 
@@ -140,24 +139,19 @@ def create_batch(
         if recipient.to in stopped:
             skipped.append({"index": recipient.index, "to": recipient.to})
             continue
-        enc, segments = encoding.analyse(recipient.body)
-        message = Message(
+        message = queued_row(
             client=client,
             api_key=api_key,
-            direction=Direction.OUTBOUND,
-            to_number=recipient.to,
-            from_number=sender,
+            to=recipient.to,
             body=recipient.body,
             provider=provider,
+            sender=sender,
             client_reference=recipient.client_reference,
-            metadata=metadata or {},
-            status=Status.QUEUED,
-            encoding=enc,
-            segments=segments,
+            metadata=metadata,
             send_at=send_at,
-            next_attempt_at=send_at or now,
-            created_by=actor,
+            actor=actor,
             callback_url=callback_url,
+            now=now,
         )
         rows.append(message)
         accepted.append(
@@ -166,8 +160,8 @@ def create_batch(
                 "id": str(message.id),
                 "to": recipient.to,
                 "client_reference": recipient.client_reference,
-                "segments": segments,
-                "encoding": enc,
+                "segments": message.segments,
+                "encoding": message.encoding,
             }
         )
     with transaction.atomic():

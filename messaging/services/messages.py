@@ -80,6 +80,48 @@ def check_callback_url(client: Client, callback_url: str) -> None:
         )
 
 
+def queued_row(
+    *,
+    client: Client,
+    to: str,
+    body: str,
+    provider: str,
+    api_key=None,
+    sender: str = "",
+    client_reference: str = "",
+    metadata=None,
+    send_at=None,
+    actor=None,
+    callback_url: str = "",
+    resend_of=None,
+    resend_reason: str = "",
+    now=None,
+) -> Message:
+    """The unsaved outbox row of a queued outbound message (a send saves one, a batch bulk
+    inserts many): its encoding and segments counted now, due at send_at or now."""
+    enc, segments = encoding.analyse(body)
+    return Message(
+        client=client,
+        api_key=api_key,
+        direction=Direction.OUTBOUND,
+        to_number=to,
+        from_number=sender,
+        body=body,
+        provider=provider,
+        client_reference=client_reference,
+        metadata=metadata or {},
+        status=Status.QUEUED,
+        encoding=enc,
+        segments=segments,
+        send_at=send_at,
+        next_attempt_at=send_at or now or timezone.now(),
+        resend_of=resend_of,
+        resend_reason=resend_reason,
+        callback_url=callback_url,
+        created_by=actor,
+    )
+
+
 def create_outbound(
     *,
     to: str,
@@ -106,29 +148,23 @@ def create_outbound(
     if is_opted_out(to):
         raise OptedOut(f"{to} has opted out of messages.")
     check_callback_url(client, callback_url)
-    enc, segments = encoding.analyse(body)
-    now = timezone.now()
     with transaction.atomic():
-        message = Message.objects.create(
+        message = queued_row(
             client=client,
             api_key=api_key,
-            direction=Direction.OUTBOUND,
-            to_number=to,
-            from_number=sender,
+            to=to,
             body=body,
             provider=provider,
+            sender=sender,
             client_reference=client_reference,
-            metadata=metadata or {},
-            status=Status.QUEUED,
-            encoding=enc,
-            segments=segments,
+            metadata=metadata,
             send_at=send_at,
-            next_attempt_at=send_at or now,
+            actor=actor,
+            callback_url=callback_url,
             resend_of=resend_of,
             resend_reason=resend_reason,
-            callback_url=callback_url,
-            created_by=actor,
         )
+        message.save(force_insert=True)
         note = f"resend of {resend_of.pk}" if resend_of else "accepted"
         if resend_reason:
             note += f": {resend_reason}"
