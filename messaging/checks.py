@@ -47,6 +47,7 @@ def providers_configured(app_configs, **kwargs):
                     id="herald.E004",
                 )  # fmt: skip
             )
+    errors += _route_errors()
     headroom = settings.SENDER_RATE_HEADROOM
     if not 0 <= headroom < 0.5:
         errors.append(
@@ -116,6 +117,21 @@ def _webhook_auth_errors(name, config) -> list:
             )
         )
     return errors
+
+
+def _route_errors() -> list:
+    from messaging.services import routing
+
+    try:
+        table = routing.parse_routes(settings.SMS_ROUTES)
+    except ValueError as exc:
+        return [Error(f"SMS_ROUTES does not parse: {exc}",
+                      hint="Write 'GB: sinch 70, infobip 30; *: vonage-sms 100'.",
+                      id="herald.E010")]  # fmt: skip
+    return [
+        Error(f"SMS_ROUTES names '{name}', which is not enabled.", id="herald.E011")
+        for name in routing.route_errors(table)
+    ]
 
 
 @register(Tags.security, deploy=True)

@@ -387,6 +387,7 @@ class Provider:
             return self.parse_send_response(response)
         except SendError as exc:
             exc.throttled = exc.throttled or response.status_code == 429
+            exc.http_status = response.status_code  # routing's proof of refusal (503, 429)
             raise
 
     def build_send_request(self, sms: OutboundSms) -> SendRequest:

@@ -6,6 +6,7 @@ from django.utils import timezone
 from messaging import encoding, providers
 from messaging.errors import NotCancellable, NotResendable, OptedOut, ProviderNotEnabled
 from messaging.models import Client, Direction, Message, OptOut, Source, StatusEvent
+from messaging.services import routing
 from messaging.status import CANCELLABLE, RESENDABLE, Status
 
 
@@ -32,7 +33,9 @@ def create_outbound(
     """Write a queued message and its first event in one transaction: the row is the outbox.
     Without a client the message belongs to the `default` client (staff sends)."""
     client = client or Client.objects.default()
-    provider = provider or providers.default_name()
+    # A named provider (API, admin, a test key's sandbox) is authoritative; else the route decides.
+    route = None if provider else routing.decide(to, client)
+    provider = provider or route.chosen
     if not providers.is_enabled(provider):
         raise ProviderNotEnabled(f"Provider '{provider}' is not enabled.")
     if is_opted_out(to):
@@ -48,6 +51,7 @@ def create_outbound(
             from_number=sender,
             body=body,
             provider=provider,
+            routed=route is not None,
             client_reference=client_reference,
             metadata=metadata or {},
             status=Status.QUEUED,
@@ -63,8 +67,10 @@ def create_outbound(
         if resend_reason:
             note += f": {resend_reason}"
         StatusEvent.objects.create(
-            message=message, status=Status.QUEUED, source=source, actor=actor, note=note
-        )
+            message=message, status=Status.QUEUED, source=source, actor=actor,
+            note=note + (f"; {route.note}" if route else ""),
+            raw_payload={"route": route.as_json()} if route else None,
+        )  # fmt: skip
     return message
 
 
@@ -78,7 +84,7 @@ def resend(original: Message, *, source: str, actor=None, provider: str = "", re
             body=original.body,
             source=source,
             client=original.client,
-            provider=provider or original.provider,
+            provider=provider or ("" if original.routed else original.provider),
             sender=original.from_number,
             client_reference=original.client_reference,
             metadata=original.metadata,
