@@ -424,3 +424,6 @@ class WebhookRequestAdmin(ReadOnlyEvidenceAdmin):
                 name="messaging_webhookrequest_replay",
             )
         ] + super().get_urls()
+
+
+from messaging import admin_routing  # noqa: E402,F401  (Route, routing page, health events)

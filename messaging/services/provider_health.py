@@ -148,7 +148,7 @@ def _judge_circuit(provider, fresh: Counter, now):
         if state == State.CLOSED:
             since = max(now - timedelta(seconds=settings.ROUTING_HEALTH_WINDOW_SECONDS),
                         row.state_since)  # fmt: skip
-            counts = window_counts(provider, since)
+            counts = window_counts(provider, _slice(since))  # the slice it falls in counts
             errors = sum(counts[k] for k in ERRORS)
             total = errors + counts["ok"] + counts["rejected"]
             rate = errors / total if total else 0.0
