@@ -106,7 +106,7 @@ def test_a_timeout_stays_unknown(routed):
 @responses.activate
 def test_a_permanent_refusal_is_final(routed):
     responses.post(SINCH, status=400, json=fixture("sinch/error_400.json"))
-    message = messages.create_outbound(to=GB, body="hi", source="api")
+    messages.create_outbound(to=GB, body="hi", source="api")
     assert send_next() == Status.REJECTED
     assert len(responses.calls) == 1
 
