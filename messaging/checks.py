@@ -3,8 +3,9 @@ a provider whose webhook authentication is switched off is a deploy warning."""
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
+from django.utils.module_loading import import_string
 
-from config.providers import PROVIDER_SPECS, VONAGE_SIGNATURE_METHODS, WEBHOOK_AUTH_OPTIONS
+from config.providers import PROVIDER_SPECS, WEBHOOK_AUTH_OPTIONS
 
 
 @register()
@@ -81,41 +82,7 @@ def _webhook_auth_errors(name, config) -> list:
                 id="herald.E005",
             )
         )
-    if name == "twilio" and not (options.get("FROM") or options.get("MESSAGING_SERVICE_SID")):
-        errors.append(
-            Error(
-                "Provider 'twilio' needs TWILIO_FROM or TWILIO_MESSAGING_SERVICE_SID.",
-                id="herald.E007",
-            )
-        )
-    if name == "vonage-messages":
-        app, key = bool(options.get("APPLICATION_ID")), bool(options.get("PRIVATE_KEY"))
-        if app != key:
-            errors.append(
-                Error(
-                    "Provider 'vonage-messages' needs both VONAGE_APPLICATION_ID and "
-                    "VONAGE_PRIVATE_KEY (or neither, with VONAGE_API_SECRET).",
-                    id="herald.E008",
-                )
-            )
-        elif not app and not options.get("API_SECRET"):
-            errors.append(
-                Error(
-                    "Provider 'vonage-messages' needs VONAGE_APPLICATION_ID and "
-                    "VONAGE_PRIVATE_KEY, or VONAGE_API_SECRET.",
-                    id="herald.E008",
-                )
-            )
-    method = str(options.get("SIGNATURE_METHOD") or "")
-    if name == "vonage-sms" and method and method not in VONAGE_SIGNATURE_METHODS:
-        errors.append(
-            Error(
-                f"VONAGE_SIGNATURE_METHOD '{method}' is not one of "
-                + ", ".join(VONAGE_SIGNATURE_METHODS)
-                + ".",
-                id="herald.E006",
-            )
-        )
+    errors += import_string(config["BACKEND"]).check(options, env_names)  # Provider.check
     return errors
 
 

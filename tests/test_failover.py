@@ -52,7 +52,8 @@ def infobip(base_url):
             "FROM": "Herald",
             "WEBHOOK_USERNAME": "infobip",
             "WEBHOOK_PASSWORD": "infobip-password",
-            "WEBHOOK_TOKEN": "",
+            # per-message delivery reports carry no credentials: the token in the URL
+            "WEBHOOK_TOKEN": "infobip-token",
             "WEBHOOK_SIGNING": "true",
         },
         "ENV": {},

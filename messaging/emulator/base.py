@@ -171,8 +171,9 @@ class EmulatedProvider:
         return f"{self.emulator.webhook_base}/webhooks/{self.name}/{kind}/"
 
     def accept(self, *, to, provider_ids, callback_url="", client_ref="", body="", segments=1,
-               sender="", **extra) -> Sent:  # fmt: skip
-        """Record an accepted send and schedule its receipts."""
+               sender="", webhooks=True, **extra) -> Sent:  # fmt: skip
+        """Record an accepted send and schedule its receipts (none with webhooks=False: the
+        provider would not send any for this request)."""
         sent = Sent(self.name, to, list(provider_ids), callback_url, client_ref, body, segments,
                     sender, extra=extra)  # fmt: skip
         with self.lock:
@@ -180,7 +181,7 @@ class EmulatedProvider:
                 self.sent[pid] = sent
         self.emulator.stats.record_send(self.name, to)
         digits = re.sub(r"\D", "", to)
-        steps = SCENARIOS.get(digits[-1:] if digits else "", DEFAULT_SCENARIO)
+        steps = SCENARIOS.get(digits[-1:] if digits else "", DEFAULT_SCENARIO) if webhooks else []
         parts = range(len(sent.provider_ids)) if self.per_part_receipts else [0]
         for n, step in enumerate(steps):
             for part in parts:

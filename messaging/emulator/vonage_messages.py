@@ -141,6 +141,9 @@ class VonageMessagesEmulator(EmulatedProvider):
             body=data["text"],
             segments=segments,
             sender=data["from"],
+            # Vonage sends no webhooks for a request authenticated with Basic auth (no
+            # application): the message is accepted and its status is never posted.
+            webhooks=not req.headers.get("authorization", "").startswith("Basic "),
         )
         return EmuReply(202, {"message_uuid": message_uuid})
 

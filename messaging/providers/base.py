@@ -303,6 +303,9 @@ class Provider:
     STATUS_MAP: dict = {}
     #: whether this provider signs or otherwise authenticates its webhooks
     supports_webhook_auth = True
+    #: the longest receipt timeout (hours) that still lets reconcile ask the provider's report
+    #: API: a provider whose reports are kept for less than RECEIPT_TIMEOUT_HOURS sets it.
+    MAX_RECEIPT_TIMEOUT_HOURS = None
     #: how far a signed webhook's timestamp may be from our clock, in seconds. No provider
     #: publishes a window; five minutes is our choice against replays.
     TIMESTAMP_TOLERANCE = 300
@@ -310,6 +313,18 @@ class Provider:
     def __init__(self, name: str, options: dict):
         self.name = name
         self.options = options
+
+    @classmethod
+    def check(cls, options: dict, env: dict | None = None) -> list:
+        """This provider's own `manage.py check` rules: django.core.checks messages for its
+        OPTIONS (`env`: option -> (ENV_VAR, required), to name the variables). messaging/checks.py
+        calls it for every enabled provider; the generic rules (required options, webhook
+        authentication) stay there."""
+        return []
+
+    @staticmethod
+    def signing_on(options: dict) -> bool:
+        return str(options.get("WEBHOOK_SIGNING", "true")).lower() not in ("0", "false", "no")
 
     # --- helpers shared by every provider ---
 

@@ -846,9 +846,9 @@ def test_emulator_receipt_and_log_formats(emulator):
     sent = emu.lookup("emu-9")
     webhook = emu.receipt(sent, Step("failed", "error", 500), 0)
     assert webhook.url == ("https://herald.example.com/webhooks/infobip/status/?token=token-one")
-    assert webhook.headers["Authorization"] == basic("infobip", "old-password")
+    # a per-message webhooks.delivery.url: Infobip adds no credentials, only the URL's token
+    assert "Authorization" not in webhook.headers
     request = winput(webhook.body, query=[("token", "token-one")])
-    request.headers = {"authorization": webhook.headers["Authorization"]}
     provider = get_provider("infobip")
     provider.verify_webhook(request, "status")  # what Herald accepts
     [report] = provider.parse_status_webhook(request)
@@ -865,3 +865,9 @@ def test_emulator_receipt_and_log_formats(emulator):
     [entry] = response.json()["results"]
     assert entry["destination"] == "41793026727" and entry["content"]["text"]
     assert entry["status"]["groupName"] == "PENDING"  # no receipt posted yet
+
+    # the account-level URL (a subscription profile, no per-message URL) brings Basic
+    sent.callback_url = ""
+    profile = emu.receipt(sent, Step("delivered"), 0)
+    assert profile.headers["Authorization"] == basic("infobip", "old-password")
+    assert profile.url.endswith("/webhooks/infobip/status/?token=token-one")
