@@ -303,6 +303,11 @@ class Provider:
     STATUS_MAP: dict = {}
     #: whether this provider signs or otherwise authenticates its webhooks
     supports_webhook_auth = True
+    #: request headers its webhooks' authenticity depends on, kept as evidence (lower case)
+    EVIDENCE_HEADERS: tuple = ()
+    #: its emulator class (development and tests), as a dotted path so production never
+    #: imports it; the emulator registers every provider that names one
+    EMULATOR = ""
     #: the longest receipt timeout (hours) that still lets reconcile ask the provider's report
     #: API: a provider whose reports are kept for less than RECEIPT_TIMEOUT_HOURS sets it.
     MAX_RECEIPT_TIMEOUT_HOURS = None

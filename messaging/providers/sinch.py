@@ -119,6 +119,13 @@ def _code(value) -> int | None:
 
 
 class SinchProvider(Provider):
+    EVIDENCE_HEADERS = (
+        "x-sinch-webhook-signature",
+        "x-sinch-webhook-signature-nonce",
+        "x-sinch-webhook-signature-timestamp",
+        "x-sinch-webhook-signature-algorithm",
+    )
+    EMULATOR = "messaging.emulator.sinch.SinchEmulator"
     #: error code -> meaning, for the admin's timeline and dashboard (providers.md 3.6)
     ERROR_MEANINGS = {str(code): text for code, text in CODE_TEXT.items()}
 

@@ -163,6 +163,9 @@ def parse_raw_dlr_done_date(value: str):
 
 
 class TwilioProvider(Provider):
+    EVIDENCE_HEADERS = ("x-twilio-signature",)
+    EMULATOR = "messaging.emulator.twilio.TwilioEmulator"
+
     @classmethod
     def check(cls, options, env=None) -> list:
         from django.core.checks import Error

@@ -97,6 +97,8 @@ _CODE_IN_TYPE = re.compile(r"#([A-Za-z0-9_-]+)$")
 
 
 class VonageMessagesProvider(Provider):
+    EMULATOR = "messaging.emulator.vonage_messages.VonageMessagesEmulator"
+
     @classmethod
     def check(cls, options, env=None) -> list:
         from django.core.checks import Error, Warning

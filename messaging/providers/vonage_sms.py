@@ -124,6 +124,8 @@ class ConfigurationError(WebhookAuthError):
 
 
 class VonageSmsProvider(Provider):
+    EMULATOR = "messaging.emulator.vonage_sms.VonageSmsEmulator"
+
     @classmethod
     def check(cls, options, env=None) -> list:
         from django.core.checks import Error
