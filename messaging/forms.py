@@ -44,8 +44,10 @@ class SendSmsForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["provider"].choices = provider_choices()
-        self.fields["provider"].initial = providers.default_name()
+        # Empty: the routing table decides (messaging/services/routing.py); a named provider
+        # is authoritative.
+        self.fields["provider"].choices = provider_choices("Route (by destination and health)")
+        self.fields["provider"].initial = ""
 
     def clean_to(self):
         number = validation.clean_number(self.cleaned_data["to"])

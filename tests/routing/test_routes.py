@@ -190,3 +190,19 @@ def test_resend_of_a_routed_message_is_routed_again(four_providers):
     assert (again.provider, again.routed) == ("infobip", True)
     pinned = messages.resend(original, source="admin", provider="vonage-sms")
     assert (pinned.provider, pinned.routed) == ("vonage-sms", False)
+
+
+def test_the_admin_send_form_routes_unless_a_provider_is_chosen(four_providers, admin_client):
+    from django.urls import reverse
+
+    four_providers.SMS_ROUTES = "GB: infobip 100"
+    send = reverse("admin:messaging_message_send")
+    page = admin_client.get(send).content.decode()
+    assert '<option value="" selected>Route (by destination and health)</option>' in page
+    london = "+442071838750"  # a valid number: the form checks it
+    admin_client.post(send, {"to": london, "body": "x", "provider": "", "client_reference": "r"})
+    admin_client.post(send, {"to": london, "body": "x", "provider": "sinch",
+                             "client_reference": "p"})  # fmt: skip
+    routed, pinned = (Message.objects.get(client_reference=ref) for ref in ("r", "p"))
+    assert (routed.provider, routed.routed) == ("infobip", True)
+    assert (pinned.provider, pinned.routed) == ("sinch", False)
