@@ -224,11 +224,18 @@ def receipt_figures(provider: str, now) -> dict:
     """Delivery rate and sent -> delivered latency p95 of the provider's messages sent in the
     last ROUTING_RECEIPT_WINDOW_MINUTES. A message still `sent` counts in the latency with its
     age so far (a lower bound), so a provider whose receipts stop coming shows it."""
-    since = now - timedelta(minutes=settings.ROUTING_RECEIPT_WINDOW_MINUTES)
+    window = timedelta(minutes=settings.ROUTING_RECEIPT_WINDOW_MINUTES)
+    since = now - window
     rows = (
         Message.objects.filter(
-            direction=Direction.OUTBOUND, provider=provider, sent_at__gte=since, sent_at__lte=now
-        )
+            direction=Direction.OUTBOUND,
+            provider=provider,
+            sent_at__gte=since,
+            sent_at__lte=now,
+            # bounds the scan to the (provider, created_at) index; a message scheduled further
+            # ahead than one window is left out of the sample
+            created_at__gte=since - window,
+        )  # fmt: skip
         .order_by("-sent_at")
         .values_list("status", "sent_at", "completed_at")[: settings.ROUTING_RECEIPT_SAMPLE_MAX]
     )
@@ -262,6 +269,9 @@ def evaluate_receipts(now=None) -> None:
     One sender per interval does the work (the row's receipts_checked_at)."""
     now = now or timezone.now()
     interval = timedelta(seconds=settings.ROUTING_RECEIPT_EVALUATE_SECONDS)
+    # The counters are needed for the circuit window and the admin's last hour, no longer.
+    keep = max(3600, settings.ROUTING_HEALTH_WINDOW_SECONDS) + 3600
+    ProviderSendBucket.objects.filter(slice_start__lt=now - timedelta(seconds=keep)).delete()
     for provider in providers.enabled_names():
         with transaction.atomic():
             row = _locked_row(provider, now)

@@ -220,3 +220,19 @@ def test_the_routing_page_needs_its_permission(quick, client, django_user_model)
     assert 'data-provider="sinch" data-state="open"' in html
     assert "5 of 9 failed" in html
     assert 'data-provider="infobip" data-state="closed"' in html
+
+
+def test_old_counters_are_purged_at_the_receipt_evaluation(quick):
+    now = timezone.now()
+    ProviderSendBucket.objects.create(provider="sinch", slice_start=now - timedelta(hours=3), ok=1)
+    recent = ProviderSendBucket.objects.create(
+        provider="sinch", slice_start=now - timedelta(minutes=50), ok=1
+    )
+    provider_health.evaluate_receipts(now)
+    assert list(ProviderSendBucket.objects.values_list("pk", flat=True)) == [recent.pk]
+
+
+def test_a_message_scheduled_long_before_is_outside_the_sample(quick):
+    _sent("sinch", 3, delivered_after=5)
+    Message.objects.filter(provider="sinch").update(created_at=timezone.now() - timedelta(hours=3))
+    assert provider_health.receipt_figures("sinch", timezone.now())["final"] == 0
