@@ -87,9 +87,12 @@ def flush(now=None) -> None:
         _clock["flushed"] = time.monotonic()
     now = now or timezone.now()
     try:
-        for provider, counts in pending.items():
-            _upsert(provider, _slice(now), counts)
-            _judge_circuit(provider, counts, now)
+        # One transaction per provider, in name order, so that two senders flushing together
+        # take the same rows in the same order; a caller's own transaction is left usable.
+        for provider in sorted(pending):
+            with transaction.atomic():
+                _upsert(provider, _slice(now), pending[provider])
+                _judge_circuit(provider, pending[provider], now)
         if time.monotonic() - _clock["receipts"] >= settings.ROUTING_RECEIPT_EVALUATE_SECONDS:
             _clock["receipts"] = time.monotonic()
             evaluate_receipts(now)

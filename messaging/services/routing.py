@@ -336,24 +336,30 @@ def route_claimed(claimed: list) -> None:
     clients = Client.objects.in_bulk({m.client_id for m in routed if m.client_id})
     for message in routed:
         message.client = clients.get(message.client_id)
+    denied = set()  # providers whose probe slot is taken: not asked again in this batch
+
+    def probe(name):
+        if name in denied:
+            return False
+        if provider_health.claim_probe(name):
+            return True
+        denied.add(name)
+        return False
+
     moved, events = [], []
     for message in routed:
         row = health.get(message.provider)
         state = row.effective_state() if row else "closed"
-        keep = state == "closed" or (
-            state == "half_open" and provider_health.claim_probe(message.provider)
-        )
+        keep = state == "closed" or (state == "half_open" and probe(message.provider))
         decision = None
         if not keep:
-            decision = decide(
-                message.to_number, message.client, health=health, probe=provider_health.claim_probe
-            )
+            decision = decide(message.to_number, message.client, health=health, probe=probe)
         else:  # a half-open provider in this message's route may take it as a probe
             _, _, weights = resolve(message.to_number, message.client)
             for name, _w in weights:
                 other = health.get(name)
                 half_open = other is not None and other.effective_state() == "half_open"
-                if name != message.provider and half_open and provider_health.claim_probe(name):
+                if name != message.provider and half_open and probe(name):
                     decision = decide(
                         message.to_number, message.client, health=health,
                         probe=lambda p, name=name: p == name, roll=0.0,
