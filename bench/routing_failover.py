@@ -198,10 +198,10 @@ def main():
     from django.core.management import call_command
     from django.db import connection
 
+    from devtools.emulator.base import Emulator
+    from devtools.emulator.infobip import InfobipEmulator
+    from devtools.emulator.sinch import SinchEmulator
     from messaging import providers
-    from messaging.emulator.base import Emulator
-    from messaging.emulator.infobip import InfobipEmulator
-    from messaging.emulator.sinch import SinchEmulator
     from messaging.sender import Sender
     from messaging.services import provider_health, routing
 

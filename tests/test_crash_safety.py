@@ -22,7 +22,7 @@ import pytest
 import requests
 from django.db import connection
 
-from messaging.emulator.base import Emulator, Faults
+from devtools.emulator.base import Emulator, Faults
 from messaging.models import Message, StatusEvent, WebhookRequest
 from messaging.providers.base import SendResult
 from messaging.providers.sandbox import sign
@@ -180,7 +180,7 @@ def test_sigkill_mid_batch_leaves_nothing_stuck_and_nothing_sent_twice(
 
 
 def _sinch_only():
-    from messaging.emulator.sinch import SinchEmulator
+    from devtools.emulator.sinch import SinchEmulator
 
     return {"sinch": SinchEmulator}
 

@@ -16,9 +16,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from messaging.emulator.base import Emulator, Faults
-from messaging.emulator.infobip import InfobipEmulator
-from messaging.emulator.sinch import SinchEmulator
+from devtools.emulator.base import Emulator, Faults
+from devtools.emulator.infobip import InfobipEmulator
+from devtools.emulator.sinch import SinchEmulator
 from messaging.models import Message, StatusEvent
 from messaging.sender import Sender
 from messaging.services import messages

@@ -101,7 +101,7 @@ def parse_time(value):
 
 
 class InfobipProvider(Provider):
-    EMULATOR = "messaging.emulator.infobip.InfobipEmulator"
+    EMULATOR = "devtools.emulator.infobip.InfobipEmulator"
     STATUS_MAP = STATUS_MAP
     # GET /sms/3/logs keeps 48 hours (providers.md 4.9): reconcile must ask well before that,
     # or it never finds a log (RECEIPT_TIMEOUT_HOURS defaults to 72).

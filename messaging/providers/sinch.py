@@ -125,7 +125,7 @@ class SinchProvider(Provider):
         "x-sinch-webhook-signature-timestamp",
         "x-sinch-webhook-signature-algorithm",
     )
-    EMULATOR = "messaging.emulator.sinch.SinchEmulator"
+    EMULATOR = "devtools.emulator.sinch.SinchEmulator"
     #: error code -> meaning, for the admin's timeline and dashboard (providers.md 3.6)
     ERROR_MEANINGS = {str(code): text for code, text in CODE_TEXT.items()}
 

@@ -164,7 +164,7 @@ def parse_raw_dlr_done_date(value: str):
 
 class TwilioProvider(Provider):
     EVIDENCE_HEADERS = ("x-twilio-signature",)
-    EMULATOR = "messaging.emulator.twilio.TwilioEmulator"
+    EMULATOR = "devtools.emulator.twilio.TwilioEmulator"
 
     @classmethod
     def check(cls, options, env=None) -> list:

@@ -97,7 +97,7 @@ _CODE_IN_TYPE = re.compile(r"#([A-Za-z0-9_-]+)$")
 
 
 class VonageMessagesProvider(Provider):
-    EMULATOR = "messaging.emulator.vonage_messages.VonageMessagesEmulator"
+    EMULATOR = "devtools.emulator.vonage_messages.VonageMessagesEmulator"
 
     @classmethod
     def check(cls, options, env=None) -> list:

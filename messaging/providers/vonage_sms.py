@@ -124,7 +124,7 @@ class ConfigurationError(WebhookAuthError):
 
 
 class VonageSmsProvider(Provider):
-    EMULATOR = "messaging.emulator.vonage_sms.VonageSmsEmulator"
+    EMULATOR = "devtools.emulator.vonage_sms.VonageSmsEmulator"
 
     @classmethod
     def check(cls, options, env=None) -> list:

@@ -741,7 +741,7 @@ def _drain(emu, sender, max_seconds=20):
 
 @pytest.mark.django_db(transaction=True)
 def test_round_trip_through_the_emulator(api, public_url, settings):
-    from messaging.emulator.base import Emulator
+    from devtools.emulator.base import Emulator
     from messaging.sender import Sender
 
     with Emulator(receipt_delay=0.5, webhook_base=public_url) as emu:
@@ -792,7 +792,7 @@ def test_round_trip_through_the_emulator(api, public_url, settings):
 
 @pytest.fixture
 def emulator(settings):
-    from messaging.emulator.base import Emulator, Faults
+    from devtools.emulator.base import Emulator, Faults
 
     with Emulator(receipt_delay=60, webhook_base="http://127.0.0.1:9", faults=Faults()) as emu:
         configure(settings, BASE_URL=emu.url)
@@ -839,7 +839,7 @@ def test_emulator_refuses_a_wrong_key_and_injects_429(emulator):
 
 
 def test_emulator_receipt_and_log_formats(emulator):
-    from messaging.emulator.base import Step
+    from devtools.emulator.base import Step
 
     get_provider("infobip").send(outbound(message_id="emu-9"), requests.Session())
     emu = emulator.providers["infobip"]

@@ -5,9 +5,9 @@ from django.core.checks import Error
 from django.urls import reverse
 
 from config.providers import PROVIDER_SPECS
+from devtools.emulator import base as emulator
 from messaging import providers
 from messaging.checks import providers_configured
-from messaging.emulator import base as emulator
 from messaging.providers import sandbox
 from messaging.providers.base import Provider
 from messaging.services.webhooks import KEPT_HEADERS

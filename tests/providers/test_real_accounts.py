@@ -17,10 +17,10 @@ import requests
 from django.db import connection
 from django.utils import timezone
 
+from devtools.emulator.base import Emulator
+from devtools.emulator.infobip import InfobipEmulator
+from devtools.emulator.vonage_messages import VonageMessagesEmulator
 from messaging.checks import providers_configured
-from messaging.emulator.base import Emulator
-from messaging.emulator.infobip import InfobipEmulator
-from messaging.emulator.vonage_messages import VonageMessagesEmulator
 from messaging.models import Message, WebhookRequest
 from messaging.providers import get_provider
 from messaging.providers.base import OutboundSms, WebhookInput

@@ -6,9 +6,9 @@ modules; the scenario is bench/routing_failover.py's, at test scale."""
 import pytest
 
 from bench.routing_failover import FAST_HEALTH, double_sends, provider_settings, scenario
-from messaging.emulator.base import Emulator
-from messaging.emulator.infobip import InfobipEmulator
-from messaging.emulator.sinch import SinchEmulator
+from devtools.emulator.base import Emulator
+from devtools.emulator.infobip import InfobipEmulator
+from devtools.emulator.sinch import SinchEmulator
 from messaging.sender import Sender
 
 pytestmark = pytest.mark.django_db(transaction=True)

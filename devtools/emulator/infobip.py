@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
-from messaging.emulator.base import (
+from devtools.emulator.base import (
     DEFAULT_SCENARIO,
     SCENARIOS,
     EmulatedProvider,

@@ -2,7 +2,7 @@
 
 One threaded HTTP server serves every registered provider's endpoints at their real paths and
 posts receipts in each provider's exact wire format back to Herald's webhooks. Provider modules
-(messaging/emulator/<provider>.py) subclass EmulatedProvider and register themselves.
+(devtools/emulator/<provider>.py) subclass EmulatedProvider and register themselves.
 
 The framework owns what is common:
 - fault injection before a handler runs: latency, a share of 429s, 5xx and timeouts, and a

@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from messaging.emulator.base import EmulatedProvider, EmuReply, Webhook, register
+from devtools.emulator.base import EmulatedProvider, EmuReply, Webhook, register
 from messaging.encoding import UCS2, analyse
 
 PROBLEM = "application/problem+json"
