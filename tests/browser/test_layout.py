@@ -40,7 +40,7 @@ class Page:
 
 
 def _receipt(message, part_id, status, provider_status, minutes, code="", text=""):
-    return receipts.apply_report(
+    return receipts.apply_one(
         message.provider,
         DeliveryReport(
             status=status,
@@ -176,6 +176,7 @@ PAGES = [
     Page("opt-out-add", lambda d: "/admin/messaging/optout/add/", "#herald-optout-add-form"),
     Page("clients", lambda d: "/admin/messaging/client/"),
     Page("client", lambda d: f"/admin/messaging/client/{_default_client_pk()}/change/"),
+    Page("routing", lambda d: "/admin/messaging/providerhealth/", "#herald-providers"),
 ]  # fmt: skip
 
 
