@@ -48,7 +48,7 @@ INSERT INTO messaging_message (
     client_reference, metadata, status, error_code, error_text, segments, encoding, price,
     currency, attempts, next_attempt_at, lease_until, lease_owner, send_at, sent_at,
     completed_at, resend_of_id, resend_reason, created_by_id, created_at, updated_at,
-    client_id, callback_url
+    client_id, callback_url, routed
 )
 SELECT
     gen_random_uuid(),
@@ -94,7 +94,8 @@ SELECT
     created,
     CASE WHEN direction = 'outbound'
          THEN (SELECT id FROM messaging_client WHERE slug = 'default') END,
-    ''
+    '',
+    false
 FROM shaped
 """
 

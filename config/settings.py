@@ -240,6 +240,29 @@ SENDER_HTTP_TIMEOUT = env.float("SENDER_HTTP_TIMEOUT", default=10.0)
 # Pace this share under each provider's RATE_LIMIT, for scheduling jitter (bench/RESULTS-send.md).
 SENDER_RATE_HEADROOM = env.float("SENDER_RATE_HEADROOM", default=0.05)
 SMS_FALLBACK_PROVIDERS = env.list("SMS_FALLBACK_PROVIDERS", default=[])
+# Routing (messaging/services/routing.py): destination -> weighted providers, e.g.
+# "GB: sinch 70, infobip 30; *: vonage-sms 100". Empty: SMS_DEFAULT_PROVIDER, with
+# SMS_FALLBACK_PROVIDERS as standbys. Route rows in the admin override it per destination/client.
+SMS_ROUTES = env.str("SMS_ROUTES", default="")
+ROUTING_TABLE_CACHE_SECONDS = env.float("ROUTING_TABLE_CACHE_SECONDS", default=5.0)
+# Provider health (messaging/services/provider_health.py): circuits on send outcomes...
+ROUTING_BUCKET_SECONDS = env.int("ROUTING_BUCKET_SECONDS", default=5)
+ROUTING_HEALTH_FLUSH_SECONDS = env.float("ROUTING_HEALTH_FLUSH_SECONDS", default=1.0)
+ROUTING_HEALTH_CACHE_SECONDS = env.float("ROUTING_HEALTH_CACHE_SECONDS", default=1.0)
+ROUTING_HEALTH_WINDOW_SECONDS = env.int("ROUTING_HEALTH_WINDOW_SECONDS", default=60)
+ROUTING_CIRCUIT_MIN_REQUESTS = env.int("ROUTING_CIRCUIT_MIN_REQUESTS", default=10)
+ROUTING_CIRCUIT_ERROR_RATE = env.float("ROUTING_CIRCUIT_ERROR_RATE", default=0.5)
+ROUTING_CIRCUIT_OPEN_SECONDS = env.float("ROUTING_CIRCUIT_OPEN_SECONDS", default=30.0)
+ROUTING_PROBE_INTERVAL_SECONDS = env.float("ROUTING_PROBE_INTERVAL_SECONDS", default=2.0)
+ROUTING_PROBES_TO_CLOSE = env.int("ROUTING_PROBES_TO_CLOSE", default=3)
+# ...and demotion on receipts (weight x ROUTING_DEMOTE_FACTOR until they recover).
+ROUTING_RECEIPT_WINDOW_MINUTES = env.int("ROUTING_RECEIPT_WINDOW_MINUTES", default=60)
+ROUTING_RECEIPT_EVALUATE_SECONDS = env.float("ROUTING_RECEIPT_EVALUATE_SECONDS", default=60.0)
+ROUTING_RECEIPT_MIN_SAMPLE = env.int("ROUTING_RECEIPT_MIN_SAMPLE", default=50)
+ROUTING_RECEIPT_SAMPLE_MAX = env.int("ROUTING_RECEIPT_SAMPLE_MAX", default=5000)
+ROUTING_DEMOTE_LATENCY_P95 = env.float("ROUTING_DEMOTE_LATENCY_P95", default=300.0)
+ROUTING_DEMOTE_DELIVERY_RATE = env.float("ROUTING_DEMOTE_DELIVERY_RATE", default=0.8)
+ROUTING_DEMOTE_FACTOR = env.float("ROUTING_DEMOTE_FACTOR", default=0.1)
 # Messages with no final receipt after this many hours become `unknown` (see `reconcile`).
 RECEIPT_TIMEOUT_HOURS = env.int("RECEIPT_TIMEOUT_HOURS", default=72)
 RAW_PAYLOAD_RETENTION_DAYS = env.int("RAW_PAYLOAD_RETENTION_DAYS", default=90)

@@ -3,13 +3,9 @@ a provider whose webhook authentication is switched off is a deploy warning."""
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
+from django.utils.module_loading import import_string
 
-from config.providers import (
-    PROVIDER_SPECS,
-    VONAGE_SIGNATURE_METHODS,
-    WEBHOOK_AUTH_OPTIONS,
-    open_sandbox_problems,
-)
+from config.providers import PROVIDER_SPECS, WEBHOOK_AUTH_OPTIONS, open_sandbox_problems
 from messaging import pricing
 
 
@@ -53,6 +49,7 @@ def providers_configured(app_configs, **kwargs):
                     id="herald.E004",
                 )  # fmt: skip
             )
+    errors += _route_errors()
     headroom = settings.SENDER_RATE_HEADROOM
     if not 0 <= headroom < 0.5:
         errors.append(
@@ -87,42 +84,23 @@ def _webhook_auth_errors(name, config) -> list:
                 id="herald.E005",
             )
         )
-    if name == "twilio" and not (options.get("FROM") or options.get("MESSAGING_SERVICE_SID")):
-        errors.append(
-            Error(
-                "Provider 'twilio' needs TWILIO_FROM or TWILIO_MESSAGING_SERVICE_SID.",
-                id="herald.E007",
-            )
-        )
-    if name == "vonage-messages":
-        app, key = bool(options.get("APPLICATION_ID")), bool(options.get("PRIVATE_KEY"))
-        if app != key:
-            errors.append(
-                Error(
-                    "Provider 'vonage-messages' needs both VONAGE_APPLICATION_ID and "
-                    "VONAGE_PRIVATE_KEY (or neither, with VONAGE_API_SECRET).",
-                    id="herald.E008",
-                )
-            )
-        elif not app and not options.get("API_SECRET"):
-            errors.append(
-                Error(
-                    "Provider 'vonage-messages' needs VONAGE_APPLICATION_ID and "
-                    "VONAGE_PRIVATE_KEY, or VONAGE_API_SECRET.",
-                    id="herald.E008",
-                )
-            )
-    method = str(options.get("SIGNATURE_METHOD") or "")
-    if name == "vonage-sms" and method and method not in VONAGE_SIGNATURE_METHODS:
-        errors.append(
-            Error(
-                f"VONAGE_SIGNATURE_METHOD '{method}' is not one of "
-                + ", ".join(VONAGE_SIGNATURE_METHODS)
-                + ".",
-                id="herald.E006",
-            )
-        )
+    errors += import_string(config["BACKEND"]).check(options, env_names)  # Provider.check
     return errors
+
+
+def _route_errors() -> list:
+    from messaging.services import routing
+
+    try:
+        table = routing.parse_routes(settings.SMS_ROUTES)
+    except ValueError as exc:
+        return [Error(f"SMS_ROUTES does not parse: {exc}",
+                      hint="Write 'GB: sinch 70, infobip 30; *: vonage-sms 100'.",
+                      id="herald.E013")]  # fmt: skip
+    return [
+        Error(f"SMS_ROUTES names '{name}', which is not enabled.", id="herald.E014")
+        for name in routing.route_errors(table)
+    ]
 
 
 @register(Tags.security, deploy=True)

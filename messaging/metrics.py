@@ -10,8 +10,9 @@ Two kinds:
   environment before prometheus_client is imported, which is why it is an environment variable
   and not only a Django setting.
 * Gauges derived from the database (queue depth and age, stored receipts waiting, worker
-  heartbeats), computed when Prometheus scrapes, by `DatabaseCollector`, from small queries on
-  partial indexes. They need no instrumentation and are right whichever process answers.
+  heartbeats, provider circuits and demotion), computed when Prometheus scrapes, by
+  `DatabaseCollector`, from small queries on partial indexes. They need no instrumentation
+  and are right whichever process answers.
 
 Labels are bounded: `provider` is one of the provider names Herald knows (anything else is
 "other"), outcomes and statuses are our own enumerations; never an id, a number or a string a
@@ -238,10 +239,46 @@ def callback_families(now):
     return [waiting, failed, age]
 
 
+CIRCUIT_STATES = ("closed", "open", "half_open")
+
+
+def routing_families(now):
+    """Each provider's circuit and demotion as routing sees them now (provider_health.snapshot,
+    the same figures as the admin's routing page). The circuit is one series per state, 1 for
+    the current one, so `herald_provider_circuit_state{state="open"} == 1` alerts directly."""
+    from messaging.services import provider_health
+
+    circuit = GaugeMetricFamily(
+        "herald_provider_circuit_state",
+        "1 for the provider's current circuit state (closed, open, half_open), 0 for the others.",
+        labels=["provider", "state"],
+    )
+    demoted = GaugeMetricFamily(
+        "herald_provider_demoted",
+        "1 when the provider is demoted (receipt latency or delivery rate), its route weight "
+        "multiplied by ROUTING_DEMOTE_FACTOR.",
+        labels=["provider"],
+    )
+    for row in provider_health.snapshot(now):
+        name = row["provider"]
+        if name not in PROVIDER_SPECS:  # a health row of a provider Herald no longer knows
+            continue
+        for state in CIRCUIT_STATES:
+            circuit.add_metric([name, state], 1 if row["state"] == state else 0)
+        demoted.add_metric([name], 1 if row["demoted"] else 0)
+    return [circuit, demoted]
+
+
 #: The scrape-time gauge sources, each `fn(now) -> [metric families]`. To add one, write a
 #: function like queue_families and append it here; label by client slug only where clients are
 #: bounded.
-DATABASE_GAUGES = [queue_families, receipt_families, heartbeat_families, callback_families]
+DATABASE_GAUGES = [
+    queue_families,
+    receipt_families,
+    heartbeat_families,
+    callback_families,
+    routing_families,
+]
 
 
 class DatabaseCollector:

@@ -138,6 +138,9 @@ class Message(models.Model):
     from_number = models.CharField("from", max_length=32, blank=True)
     body = models.TextField()
     provider = models.CharField(max_length=32)
+    # True when `provider` came from a route (messaging/services/routing.py), so the sender may
+    # move it to another of the route's providers; false when the caller named the provider.
+    routed = models.BooleanField(default=False)
     # The provider's id for the message (Sinch: the batch id). Per-part ids live on MessagePart.
     provider_message_id = models.CharField(max_length=128, null=True, blank=True)
     client_reference = models.CharField(max_length=100, blank=True)
@@ -664,3 +667,149 @@ class CallbackHealth(Client):
         proxy = True
         verbose_name = "callback endpoint health"
         verbose_name_plural = "callback endpoint health"
+
+
+# --- Routing and provider health (messaging/services/routing.py, provider_health.py) ----------
+
+
+class Route(models.Model):
+    """A routing-table entry editable in the admin: a destination (an ISO country code such as
+    `GB`, a number prefix such as `+4477`, or `*`) mapped to weighted providers, written as in
+    SMS_ROUTES (`sinch 70, infobip 30`). With a client it overrides the global table for that
+    client; a global row overrides the SMS_ROUTES entry for the same destination."""
+
+    client = models.ForeignKey(
+        Client, null=True, blank=True, on_delete=models.CASCADE, related_name="routes"
+    )
+    destination = models.CharField(max_length=16, help_text="GB, +4477 or *")
+    providers = models.CharField(
+        max_length=255, help_text="Weighted providers, e.g. 'sinch 70, infobip 30'."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["client__name", "destination"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["client", "destination"], name="route_client_destination_unique"
+            ),
+            models.UniqueConstraint(
+                fields=["destination"],
+                condition=Q(client__isnull=True),
+                name="route_global_destination_unique",
+            ),
+        ]
+
+    def __str__(self):
+        owner = f" ({self.client})" if self.client_id else ""
+        return f"{self.destination}: {self.providers}{owner}"
+
+    def clean(self):
+        from django.core.exceptions import ValidationError
+
+        from messaging.services import routing
+
+        try:
+            self.destination = routing.parse_destination(self.destination)
+            routing.parse_weights(self.providers)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+
+
+class ProviderHealth(models.Model):
+    """One provider's circuit and demotion state, shared by every sender through the database."""
+
+    class State(models.TextChoices):
+        CLOSED = "closed", "Closed (sending)"
+        OPEN = "open", "Open (skipped)"
+        HALF_OPEN = "half_open", "Half-open (probing)"
+
+    provider = models.CharField(max_length=32, primary_key=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.CLOSED)
+    state_since = models.DateTimeField()
+    next_probe_at = models.DateTimeField(null=True, blank=True)
+    probe_successes = models.PositiveIntegerField(default=0)
+    demoted = models.BooleanField(default=False)
+    # Receipt figures of the last evaluation (ROUTING_RECEIPT_WINDOW_MINUTES).
+    receipts_checked_at = models.DateTimeField(null=True, blank=True)
+    receipt_sample = models.PositiveIntegerField(default=0)
+    delivery_rate = models.FloatField(null=True, blank=True)
+    latency_p95 = models.FloatField("sent to delivered p95 (s)", null=True, blank=True)
+
+    class Meta:
+        verbose_name = "provider health"
+        verbose_name_plural = "provider routing"
+        permissions = [("view_routing", "Can view the routing page (provider health)")]
+
+    def __str__(self):
+        return f"{self.provider}: {self.state}" + (" (demoted)" if self.demoted else "")
+
+    def effective_state(self, now=None) -> str:
+        """An open circuit whose ROUTING_CIRCUIT_OPEN_SECONDS have passed is ready for probes."""
+        from django.utils import timezone
+
+        if self.state == self.State.OPEN:
+            now = now or timezone.now()
+            if (now - self.state_since).total_seconds() >= settings.ROUTING_CIRCUIT_OPEN_SECONDS:
+                return self.State.HALF_OPEN
+        return self.state
+
+
+class ProviderSendBucket(models.Model):
+    """Send outcomes of one provider in one time slice (ROUTING_BUCKET_SECONDS), upserted by the
+    senders once per flush: a row per provider per slice, not per message."""
+
+    provider = models.CharField(max_length=32)
+    slice_start = models.DateTimeField()
+    ok = models.PositiveIntegerField(default=0)
+    http_5xx = models.PositiveIntegerField(default=0)
+    timeouts = models.PositiveIntegerField(default=0)
+    refused = models.PositiveIntegerField(default=0)  # connection refused: never reached it
+    throttled = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)  # permanent refusals of one message
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "slice_start"], name="send_bucket_provider_slice_unique"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.provider} {self.slice_start:%H:%M:%S}"
+
+
+class ProviderHealthEvent(models.Model):
+    """Audit of every circuit and demotion change (open, half-open, close, demote, restore), with
+    the figures that caused it. Append-only."""
+
+    class Kind(models.TextChoices):
+        OPEN = "open", "Circuit opened"
+        HALF_OPEN = "half_open", "Circuit half-open (probing)"
+        CLOSE = "close", "Circuit closed"
+        DEMOTE = "demote", "Demoted"
+        RESTORE = "restore", "Restored"
+
+    provider = models.CharField(max_length=32)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    reason = models.TextField()
+    figures = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["provider", "-created_at"], name="health_event_idx")]
+
+    def __str__(self):
+        return f"{self.provider} {self.kind} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise TypeError("ProviderHealthEvent rows are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise TypeError("ProviderHealthEvent rows are append-only")

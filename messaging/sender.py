@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from messaging import applier, metrics
 from messaging.providers.sandbox import deliver_due_receipts
+from messaging.services import provider_health
 from messaging.services.heartbeat import Heartbeat
 from messaging.services.pacing import provider_rate, wait_for_slot
 from messaging.services.sending import (
@@ -116,6 +117,7 @@ class Sender:
         sending on the pool (run() overlaps the next claim with the end of this batch)."""
         close_old_connections()
         self.heartbeat.beat()  # at most every HEARTBEAT_INTERVAL seconds
+        provider_health.flush()  # the last sends' outcomes reach the shared circuits
         recover_expired_leases()
         batch = claim_due(self.batch_size, self.owner)
         futures = [self.pool.submit(self._send, message) for message in batch]

@@ -10,6 +10,18 @@ def _fresh_rate_limits():
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_routing():
+    """Routing caches its table and the providers' health per process: no test sees another's."""
+    from messaging.services import provider_health, routing
+
+    routing.clear_cache()
+    provider_health.reset_caches()
+    yield
+    routing.clear_cache()
+    provider_health.reset_caches()
+
+
 @pytest.fixture
 def user(django_user_model):
     return django_user_model.objects.create_user("api-client", password="pw")

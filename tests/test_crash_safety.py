@@ -23,7 +23,7 @@ import requests
 from django.db import connection
 
 from config.test_settings import TEST_SANDBOX_SECRET as SANDBOX_SECRET
-from messaging.emulator.base import Emulator, Faults
+from devtools.emulator.base import Emulator, Faults
 from messaging.models import Message, StatusEvent, WebhookRequest
 from messaging.providers.base import SendResult
 from messaging.providers.sandbox import sign
@@ -181,7 +181,7 @@ def test_sigkill_mid_batch_leaves_nothing_stuck_and_nothing_sent_twice(
 
 
 def _sinch_only():
-    from messaging.emulator.sinch import SinchEmulator
+    from devtools.emulator.sinch import SinchEmulator
 
     return {"sinch": SinchEmulator}
 

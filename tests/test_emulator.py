@@ -6,7 +6,7 @@ import time
 import pytest
 import requests
 
-from messaging.emulator.base import EmulatedProvider, Emulator, EmuReply, Faults, Webhook
+from devtools.emulator.base import EmulatedProvider, Emulator, EmuReply, Faults, Webhook
 
 
 class Echo(EmulatedProvider):

@@ -134,6 +134,27 @@ def test_worker_heartbeat_gauges(client, token):
 
 
 @pytest.mark.django_db
+def test_provider_circuit_and_demotion_gauges(client, token):
+    from messaging.models import ProviderHealth
+
+    found = scrape(client)  # no health row yet: closed, not demoted
+    assert value(found, "herald_provider_circuit_state", provider="sandbox", state="closed") == 1
+    assert value(found, "herald_provider_circuit_state", provider="sandbox", state="open") == 0
+    assert value(found, "herald_provider_demoted", provider="sandbox") == 0
+    ProviderHealth.objects.create(
+        provider="sandbox", state="open", state_since=timezone.now(), demoted=True
+    )
+    ProviderHealth.objects.create(provider="gone", state="open", state_since=timezone.now())
+    found = scrape(client)
+    assert value(found, "herald_provider_circuit_state", provider="sandbox", state="open") == 1
+    assert value(found, "herald_provider_circuit_state", provider="sandbox", state="closed") == 0
+    assert value(found, "herald_provider_demoted", provider="sandbox") == 1
+    names = {dict(labels).get("provider") for name, labels in found if "circuit" in name}
+    assert "gone" not in names and "other" not in names  # bounded: only providers Herald knows
+    assert value(found, "herald_scrape_error", source="routing") == 0
+
+
+@pytest.mark.django_db
 def test_a_failing_gauge_source_is_reported_not_fatal(client, token, monkeypatch):
     def broken(now):
         raise RuntimeError("database down")

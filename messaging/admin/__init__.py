@@ -12,11 +12,12 @@
 - display.py    presentation: status badges, times, error meanings, payloads, timeline wording
 - export.py     the streamed, formula-escaped CSV
 - timezone.py   the staff user's time zone (middleware; the `herald_tz` cookie admin.js sets)
+- messaging/admin_routing.py (issue 16) routes, the routing page and provider health events
 
 Messages, events and webhook requests are never edited here: every change goes through a service
 (messaging.services) with the acting user, so it is recorded in the message's timeline.
 Importing the modules registers their ModelAdmins (Django imports `messaging.admin`).
 """
 
-from messaging import admin_callbacks, admin_clients  # noqa: E402, F401 - clients, callbacks
+from messaging import admin_callbacks, admin_clients, admin_routing  # noqa: E402, F401
 from messaging.admin import evidence, messages, optouts  # noqa: F401 - registers the admins

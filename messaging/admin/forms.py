@@ -53,8 +53,10 @@ class SendSmsForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["provider"].choices = provider_choices()
-        self.fields["provider"].initial = providers.default_name()
+        # Empty: the routing table decides (messaging/services/routing.py); a named provider
+        # is authoritative.
+        self.fields["provider"].choices = provider_choices("Route (by destination and health)")
+        self.fields["provider"].initial = ""
         self.fields["client"].initial = Client.objects.default().pk
         # Typed times are read in the zone the admin shows (the staff user's, or UTC).
         zone = timezone.get_current_timezone_name()

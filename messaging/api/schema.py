@@ -35,6 +35,7 @@ class BatchMessageSerializer(serializers.Serializer):
     client_reference = serializers.CharField()
     segments = serializers.IntegerField()
     encoding = serializers.CharField()
+    provider = serializers.CharField(help_text="The provider this message goes through.")
 
 
 class BatchSkippedSerializer(serializers.Serializer):
@@ -49,7 +50,11 @@ class BatchInvalidSerializer(serializers.Serializer):
 
 class BatchResultSerializer(serializers.Serializer):
     id = serializers.UUIDField()
-    provider = serializers.CharField()
+    provider = serializers.CharField(
+        allow_null=True,
+        help_text="The one provider of every message; null when routing split the batch "
+        "between providers (each message's own is under `messages`).",
+    )
     recipients = serializers.IntegerField()
     accepted = serializers.IntegerField()
     messages = BatchMessageSerializer(many=True)

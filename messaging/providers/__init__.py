@@ -20,6 +20,21 @@ def get_provider(name: str):
     return import_string(config["BACKEND"])(name, config.get("OPTIONS", {}))
 
 
+def known_names() -> list:
+    """Every provider Herald has a module for (config.providers.PROVIDER_SPECS), in order."""
+    from config.providers import PROVIDER_SPECS
+
+    return list(PROVIDER_SPECS)
+
+
+@cache
+def backend_class(name: str):
+    """The Provider class of a known provider, enabled or not."""
+    from config.providers import PROVIDER_SPECS
+
+    return import_string(PROVIDER_SPECS[name][0])
+
+
 def enabled_names() -> list:
     return list(settings.SMS_PROVIDERS_ENABLED)
 

@@ -301,6 +301,14 @@ class Provider:
     STATUS_MAP: dict = {}
     #: whether this provider signs or otherwise authenticates its webhooks
     supports_webhook_auth = True
+    #: request headers its webhooks' authenticity depends on, kept as evidence (lower case)
+    EVIDENCE_HEADERS: tuple = ()
+    #: its emulator class (development and tests), as a dotted path so production never
+    #: imports it; the emulator registers every provider that names one
+    EMULATOR = ""
+    #: the longest receipt timeout (hours) that still lets reconcile ask the provider's report
+    #: API: a provider whose reports are kept for less than RECEIPT_TIMEOUT_HOURS sets it.
+    MAX_RECEIPT_TIMEOUT_HOURS = None
     #: how far a signed webhook's timestamp may be from our clock, in seconds. No provider
     #: publishes a window; five minutes is our choice against replays.
     TIMESTAMP_TOLERANCE = 300
@@ -308,6 +316,18 @@ class Provider:
     def __init__(self, name: str, options: dict):
         self.name = name
         self.options = options
+
+    @classmethod
+    def check(cls, options: dict, env: dict | None = None) -> list:
+        """This provider's own `manage.py check` rules: django.core.checks messages for its
+        OPTIONS (`env`: option -> (ENV_VAR, required), to name the variables). messaging/checks.py
+        calls it for every enabled provider; the generic rules (required options, webhook
+        authentication) stay there."""
+        return []
+
+    @staticmethod
+    def signing_on(options: dict) -> bool:
+        return str(options.get("WEBHOOK_SIGNING", "true")).lower() not in ("0", "false", "no")
 
     # --- helpers shared by every provider ---
 
@@ -395,6 +415,7 @@ class Provider:
             return self.parse_send_response(response)
         except SendError as exc:
             exc.throttled = exc.throttled or response.status_code == 429
+            exc.http_status = response.status_code  # routing's proof of refusal (503, 429)
             raise
 
     def build_send_request(self, sms: OutboundSms) -> SendRequest:

@@ -101,7 +101,30 @@ def parse_time(value):
 
 
 class InfobipProvider(Provider):
+    EMULATOR = "devtools.emulator.infobip.InfobipEmulator"
     STATUS_MAP = STATUS_MAP
+    # GET /sms/3/logs keeps 48 hours (providers.md 4.9): reconcile must ask well before that,
+    # or it never finds a log (RECEIPT_TIMEOUT_HOURS defaults to 72).
+    MAX_RECEIPT_TIMEOUT_HOURS = 36
+
+    @classmethod
+    def check(cls, options, env=None) -> list:
+        from django.core.checks import Error
+
+        if not cls.signing_on(options) or str(options.get("WEBHOOK_TOKEN") or "").strip():
+            return []
+        # Herald gives every message its own webhooks.delivery.url, and Infobip posts those
+        # reports with no credentials (providers.md 4.7): only the URL's token can pass.
+        return [
+            Error(
+                "Provider 'infobip' verifies webhooks but INFOBIP_WEBHOOK_TOKEN is not set: "
+                "Infobip sends the delivery reports of a per-message webhooks.delivery.url "
+                "without credentials (no HTTP Basic), so every one would be refused.",
+                hint="Set INFOBIP_WEBHOOK_TOKEN (Herald appends it to each message's delivery "
+                "URL), or INFOBIP_WEBHOOK_SIGNING=false (check --deploy warns about that).",
+                id="herald.E012",
+            )
+        ]
 
     # --- send ---
 
@@ -324,14 +347,17 @@ class InfobipProvider(Provider):
             if not isinstance(item, dict):
                 raise WebhookParseError(f"results[{n}] is not an object")
             missing = [k for k in ("messageId", "from", "to") if not item.get(k)]
-            if missing or not isinstance(item.get("text"), str):
+            text = item.get("text")  # SMS: the full text, keyword included (not cleanText)
+            if not isinstance(text, str):
+                text = _mms_text(item.get("message"))
+            if missing or text is None:
                 raise WebhookParseError(f"results[{n}] lacks {', '.join(missing) or 'text'}")
             messages.append(
                 InboundSms(
                     provider_message_id=str(item["messageId"]),
                     from_number=str(item["from"]),  # digits without '+': normalised later
                     to_number=str(item["to"]),
-                    text=item["text"],  # the full text, keyword included (not cleanText)
+                    text=text,
                     parts=_int(item.get("smsCount")) or 1,
                     received_at=parse_time(item.get("receivedAt")),
                     raw=item,
@@ -367,6 +393,22 @@ class InfobipProvider(Provider):
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _mms_text(segments):
+    """An MMS inbound report's text: its `message` segments (MmsWebhookInboundReport in
+    Infobip's SDKs) of a text/* content type, joined by new lines; the media segments (`url`)
+    stay in the stored raw payload. None when it is no segment list."""
+    if not isinstance(segments, list):
+        return None
+    texts = [
+        s["value"]
+        for s in segments
+        if isinstance(s, dict)
+        and str(s.get("contentType") or "").lower().startswith("text/")
+        and isinstance(s.get("value"), str)
+    ]
+    return "\n".join(texts)
 
 
 def _results(request: WebhookInput) -> list:

@@ -44,6 +44,7 @@ ALGORITHM = "x-sinch-webhook-signature-algorithm"
 RECIPIENT_REPORTS = ("recipient_delivery_report_sms", "recipient_delivery_report_mms")
 BATCH_REPORTS = ("delivery_report_sms", "delivery_report_mms")
 INBOUND_TEXT = "mo_text"
+INBOUND_MEDIA = "mo_media"  # MMS: body {subject, message, media: [{url, content_type, ...}]}
 
 #: Descriptions of Sinch's own delivery-report codes (providers.md 3.6), kept as error_text.
 #: Other values are SMPP error codes whose meaning we do not copy (UNCONFIRMED which appear).
@@ -85,6 +86,16 @@ def _timestamp(value, field: str) -> datetime | None:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)  # Sinch times are UTC
 
 
+def _media_text(body):
+    """A mo_media body's text parts (SDK MOMediaBody: `subject` and `message`), subject first,
+    joined by a new line; the media items stay in the stored raw payload. None when the body is
+    not an object."""
+    if not isinstance(body, dict):
+        return None
+    parts = [body.get(k) for k in ("subject", "message")]
+    return "\n".join(p for p in parts if isinstance(p, str) and p)
+
+
 def _text(data: dict, field: str, required: bool = True) -> str:
     value = data.get(field)
     if value is None or value == "":
@@ -108,6 +119,13 @@ def _code(value) -> int | None:
 
 
 class SinchProvider(Provider):
+    EVIDENCE_HEADERS = (
+        "x-sinch-webhook-signature",
+        "x-sinch-webhook-signature-nonce",
+        "x-sinch-webhook-signature-timestamp",
+        "x-sinch-webhook-signature-algorithm",
+    )
+    EMULATOR = "devtools.emulator.sinch.SinchEmulator"
     #: error code -> meaning, for the admin's timeline and dashboard (providers.md 3.6)
     ERROR_MEANINGS = {str(code): text for code, text in CODE_TEXT.items()}
 
@@ -290,12 +308,15 @@ class SinchProvider(Provider):
                 f"delivery report '{kind}' sent to the inbound URL: batches carry "
                 "callback_url /webhooks/sinch/status/"
             )
-        if kind != INBOUND_TEXT:
-            # mo_binary (base64 + UDH) and mo_media (MMS) have no text for us to store.
+        if kind == INBOUND_MEDIA:
+            body = _media_text(data.get("body"))
+        elif kind != INBOUND_TEXT:
+            # mo_binary (base64 + UDH) has no text for us to store.
             raise WebhookParseError(f"unsupported Sinch inbound type {kind!r}")
-        body = data.get("body")
+        else:
+            body = data.get("body")
         if not isinstance(body, str):
-            raise WebhookParseError("Sinch mo_text has no 'body' string")
+            raise WebhookParseError(f"Sinch {kind} has no text body")
         return [
             InboundSms(
                 provider_message_id=_text(data, "id"),

@@ -163,6 +163,22 @@ def parse_raw_dlr_done_date(value: str):
 
 
 class TwilioProvider(Provider):
+    EVIDENCE_HEADERS = ("x-twilio-signature",)
+    EMULATOR = "devtools.emulator.twilio.TwilioEmulator"
+
+    @classmethod
+    def check(cls, options, env=None) -> list:
+        from django.core.checks import Error
+
+        if options.get("FROM") or options.get("MESSAGING_SERVICE_SID"):
+            return []
+        return [
+            Error(
+                "Provider 'twilio' needs TWILIO_FROM or TWILIO_MESSAGING_SERVICE_SID.",
+                id="herald.E007",
+            )
+        ]
+
     #: error code -> meaning, for the admin's timeline and dashboard (providers.md 5.4)
     ERROR_MEANINGS = ERROR_TEXTS
 

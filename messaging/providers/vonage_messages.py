@@ -97,6 +97,45 @@ _CODE_IN_TYPE = re.compile(r"#([A-Za-z0-9_-]+)$")
 
 
 class VonageMessagesProvider(Provider):
+    EMULATOR = "devtools.emulator.vonage_messages.VonageMessagesEmulator"
+
+    @classmethod
+    def check(cls, options, env=None) -> list:
+        from django.core.checks import Error, Warning
+
+        app, key = bool(options.get("APPLICATION_ID")), bool(options.get("PRIVATE_KEY"))
+        if app != key:
+            return [
+                Error(
+                    "Provider 'vonage-messages' needs both VONAGE_APPLICATION_ID and "
+                    "VONAGE_PRIVATE_KEY (or neither, with VONAGE_API_SECRET).",
+                    id="herald.E008",
+                )
+            ]
+        if app:
+            return []
+        if not options.get("API_SECRET"):
+            return [
+                Error(
+                    "Provider 'vonage-messages' needs VONAGE_APPLICATION_ID and "
+                    "VONAGE_PRIVATE_KEY, or VONAGE_API_SECRET.",
+                    id="herald.E008",
+                )
+            ]
+        # Vonage sends no status webhooks for Messages API requests authenticated with Basic
+        # auth (providers.md 2.1: "Basic auth on Messages does not support webhooks").
+        return [
+            Warning(
+                "Provider 'vonage-messages' authenticates with Basic auth (no "
+                "VONAGE_APPLICATION_ID): the Messages API sends no status webhooks for such "
+                "requests, so its messages get no receipts.",
+                hint="Create a Vonage application, set VONAGE_APPLICATION_ID and "
+                "VONAGE_PRIVATE_KEY; until then its messages stay `sent` until reconcile "
+                "marks them `unknown`.",
+                id="herald.W002",
+            )
+        ]
+
     STATUS_MAP = STATUS_MAP
 
     def __init__(self, name, options):

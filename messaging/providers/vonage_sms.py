@@ -18,6 +18,7 @@ import re
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlsplit
 
+from config.providers import VONAGE_SIGNATURE_METHODS as SIGNATURE_METHODS
 from messaging.providers.base import (
     AmbiguousSendError,
     DeliveryReport,
@@ -33,8 +34,6 @@ from messaging.providers.base import (
     WebhookParseError,
 )
 from messaging.status import Status
-
-SIGNATURE_METHODS = ("md5hash", "md5", "sha1", "sha256", "sha512")
 
 # Signed webhooks carry a unix `timestamp`; Vonage publishes no replay window, so the base
 # class's +-5 minutes is our choice (providers.md 1.8, UNCONFIRMED as a Vonage rule).
@@ -125,6 +124,24 @@ class ConfigurationError(WebhookAuthError):
 
 
 class VonageSmsProvider(Provider):
+    EMULATOR = "devtools.emulator.vonage_sms.VonageSmsEmulator"
+
+    @classmethod
+    def check(cls, options, env=None) -> list:
+        from django.core.checks import Error
+
+        method = str(options.get("SIGNATURE_METHOD") or "")
+        if not method or method in SIGNATURE_METHODS:
+            return []
+        return [
+            Error(
+                f"VONAGE_SIGNATURE_METHOD '{method}' is not one of "
+                + ", ".join(SIGNATURE_METHODS)
+                + ".",
+                id="herald.E006",
+            )
+        ]
+
     #: receipt err-code -> meaning, for the admin (send refusals carry their own error-text)
     ERROR_MEANINGS = DLR_ERROR_TEXTS
 

@@ -25,6 +25,7 @@ from messaging.models import (
     Source,
     StatusEvent,
 )
+from messaging.services import provider_health
 from messaging.services.messages import check_callback_url, queued_row, route
 from messaging.status import Status
 from messaging.text import unstorable
@@ -126,10 +127,15 @@ def create_batch(
 ) -> MessageBatch:
     """Create the batch's messages (queued) and their first events in one transaction.
     Returns the batch, whose `result` is the API's answer. The provider and sender follow the
-    client and key as a single send's do (messages.route)."""
+    client and key as a single send's do (messages.route); without a requested provider (or a
+    test key) each recipient is routed by its own destination, as a single send would be."""
     if len(recipients) + len(invalid or {}) > settings.BATCH_MAX_RECIPIENTS:
         raise ValidationError(f"At most {settings.BATCH_MAX_RECIPIENTS} recipients.")
-    provider, route_note = route(client, api_key, provider)
+    # One health read for the whole batch; a named provider or a test key gives every
+    # recipient the same answer, so only the routing table is asked per recipient.
+    health = provider_health.states()
+    fixed = route(client, api_key, provider, recipients[0].to if recipients else "", health)
+    fixed = None if fixed.routed else fixed
     check_callback_url(client, callback_url)
     sender = sender or client.default_sender_id
     stopped = opted_out(r.to for r in recipients)
@@ -139,12 +145,14 @@ def create_batch(
         if recipient.to in stopped:
             skipped.append({"index": recipient.index, "to": recipient.to})
             continue
+        routed = fixed or route(client, api_key, provider, recipient.to, health)
         message = queued_row(
             client=client,
             api_key=api_key,
             to=recipient.to,
             body=recipient.body,
-            provider=provider,
+            provider=routed.provider,
+            routed=routed.routed,
             sender=sender,
             client_reference=recipient.client_reference,
             metadata=metadata,
@@ -153,7 +161,7 @@ def create_batch(
             callback_url=callback_url,
             now=now,
         )
-        rows.append(message)
+        rows.append((message, routed))
         accepted.append(
             {
                 "index": recipient.index,
@@ -162,8 +170,10 @@ def create_batch(
                 "client_reference": recipient.client_reference,
                 "segments": message.segments,
                 "encoding": message.encoding,
+                "provider": routed.provider,
             }
         )
+    used = {routed.provider for _, routed in rows}
     with transaction.atomic():
         batch = MessageBatch.objects.create(
             client=client,
@@ -174,7 +184,9 @@ def create_batch(
         )
         batch.result = {
             "id": str(batch.id),
-            "provider": provider,
+            # The one provider of every message, or null when the route split them (each
+            # message's own is under `messages`).
+            "provider": used.pop() if len(used) == 1 else (fixed.provider if fixed else None),
             "recipients": batch.recipients,
             "accepted": len(rows),
             "messages": accepted,
@@ -184,12 +196,19 @@ def create_batch(
             ],
         }
         MessageBatch.objects.filter(pk=batch.pk).update(result=batch.result)
-        Message.objects.bulk_create(rows, batch_size=500)
-        note = f"accepted in batch {batch.id}" + (f"; {route_note}" if route_note else "")
+        Message.objects.bulk_create([m for m, _ in rows], batch_size=500)
+        note = f"accepted in batch {batch.id}"
         StatusEvent.objects.bulk_create(
             [
-                StatusEvent(message=m, status=Status.QUEUED, source=source, actor=actor, note=note)
-                for m in rows
+                StatusEvent(
+                    message=m,
+                    status=Status.QUEUED,
+                    source=source,
+                    actor=actor,
+                    note=note + (f"; {routed.note}" if routed.note else ""),
+                    raw_payload=routed.payload,
+                )  # fmt: skip
+                for m, routed in rows
             ],
             batch_size=500,
         )

@@ -1,5 +1,7 @@
 """Creating, resending and cancelling outbound messages (idempotency: services/idempotency.py)."""
 
+from dataclasses import dataclass
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -22,7 +24,7 @@ from messaging.models import (
     Source,
     StatusEvent,
 )
-from messaging.services import callbacks
+from messaging.services import callbacks, routing
 from messaging.status import Status, can_cancel, can_resend
 
 SANDBOX = "sandbox"
@@ -42,33 +44,62 @@ def may_use(client: Client, api_key: ApiKey | None, provider: str) -> bool:
     return not allowed or provider in allowed
 
 
-def route(client: Client, api_key: ApiKey | None, requested: str = "") -> tuple[str, str]:
-    """(provider, note for the timeline) for a message of `client` sent with `api_key`.
+@dataclass(frozen=True)
+class Routed:
+    """Where a new message goes: the provider, the note for its timeline and, when the routing
+    table chose it (nothing was asked for), the decision (Message.routed; recorded on the
+    queued event)."""
+
+    provider: str
+    note: str = ""
+    decision: routing.Decision | None = None
+
+    @property
+    def routed(self) -> bool:
+        return self.decision is not None
+
+    @property
+    def payload(self) -> dict | None:
+        return {"route": self.decision.as_json()} if self.decision else None
+
+
+def route(
+    client: Client, api_key: ApiKey | None, requested: str = "", to: str = "", health=None
+) -> Routed:
+    """Where a message to `to` of `client` sent with `api_key` goes. Single sends, batches
+    (per recipient) and quotes all ask here, so a quote names the provider a send would get.
 
     A test key always gets the sandbox, whatever was asked for, so it can never reach a real
-    provider (or cost anything). Otherwise: the provider asked for, else the client's default,
-    else Herald's default (or, when the client lists allowed providers and Herald's default is
-    not one of them, the first it allows); a provider outside the client's list is refused."""
+    provider (or cost anything). A provider asked for is authoritative (not routed), refused
+    when outside the client's list. Otherwise the routing table decides (routing.decide: the
+    client's routes, its default provider as its `*`, the global table, Herald's default; only
+    providers the client allows); should nothing usable remain, the first the client allows.
+    `health`: provider_health.states(), read once by a caller routing many messages."""
     if api_key is not None and api_key.kind == ApiKey.Kind.TEST:
         if not providers.is_enabled(SANDBOX):
             raise ProviderNotEnabled(
                 "Test keys send through the sandbox, which is not enabled on this server."
             )
         asked = f" (asked for {requested})" if requested and requested != SANDBOX else ""
-        return SANDBOX, f"test key: routed to the sandbox{asked}"
+        return Routed(SANDBOX, f"test key: routed to the sandbox{asked}")
     allowed = list(client.allowed_providers or [])
-    provider = requested or client.default_provider
-    if not provider:
-        provider = providers.default_name()
-        if not may_use(client, api_key, provider):
-            provider = allowed[0]
-    if not may_use(client, api_key, provider):
-        raise ProviderNotAllowed(
-            f"Provider '{provider}' is not allowed for this client. Allowed: {', '.join(allowed)}."
-        )
-    if not providers.is_enabled(provider):
-        raise ProviderNotEnabled(f"Provider '{provider}' is not enabled.")
-    return provider, ""
+    if requested:
+        if not may_use(client, api_key, requested):
+            raise ProviderNotAllowed(
+                f"Provider '{requested}' is not allowed for this client. "
+                f"Allowed: {', '.join(allowed)}."
+            )
+        if not providers.is_enabled(requested):
+            raise ProviderNotEnabled(f"Provider '{requested}' is not enabled.")
+        return Routed(requested)
+    decision = routing.decide(to, client, health=health)
+    if not may_use(client, api_key, decision.chosen):
+        # decide's last resort (client's or Herald's default) is outside the client's list.
+        decision.chosen = allowed[0]
+        decision.why = "no usable provider in the route; the first the client allows"
+    if not providers.is_enabled(decision.chosen):
+        raise ProviderNotEnabled(f"Provider '{decision.chosen}' is not enabled.")
+    return Routed(decision.chosen, decision.note, decision)
 
 
 def check_callback_url(client: Client, callback_url: str) -> None:
@@ -86,6 +117,7 @@ def queued_row(
     to: str,
     body: str,
     provider: str,
+    routed: bool = False,
     api_key=None,
     sender: str = "",
     client_reference: str = "",
@@ -108,6 +140,7 @@ def queued_row(
         from_number=sender,
         body=body,
         provider=provider,
+        routed=routed,
         client_reference=client_reference,
         metadata=metadata or {},
         status=Status.QUEUED,
@@ -143,7 +176,7 @@ def create_outbound(
     Without a client the message belongs to the `default` client (staff sends). The provider
     and sender follow the client's settings and the key's kind (see `route`)."""
     client = client or Client.objects.default()
-    provider, route_note = route(client, api_key, provider)
+    routed = route(client, api_key, provider, to)
     sender = sender or client.default_sender_id
     if is_opted_out(to):
         raise OptedOut(f"{to} has opted out of messages.")
@@ -154,7 +187,8 @@ def create_outbound(
             api_key=api_key,
             to=to,
             body=body,
-            provider=provider,
+            provider=routed.provider,
+            routed=routed.routed,
             sender=sender,
             client_reference=client_reference,
             metadata=metadata,
@@ -168,11 +202,12 @@ def create_outbound(
         note = f"resend of {resend_of.pk}" if resend_of else "accepted"
         if resend_reason:
             note += f": {resend_reason}"
-        if route_note:
-            note += f"; {route_note}"
+        if routed.note:
+            note += f"; {routed.note}"
         StatusEvent.objects.create(
-            message=message, status=Status.QUEUED, source=source, actor=actor, note=note
-        )
+            message=message, status=Status.QUEUED, source=source, actor=actor,
+            note=note, raw_payload=routed.payload,
+        )  # fmt: skip
     return message
 
 
@@ -214,7 +249,8 @@ def resend(
             source=source,
             client=original.client,
             api_key=api_key,
-            provider=provider or original.provider,
+            # A routed original is routed again (its provider may be down); a named one keeps it.
+            provider=provider or ("" if original.routed else original.provider),
             sender=original.from_number,
             client_reference=original.client_reference,
             metadata=original.metadata,

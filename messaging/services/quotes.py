@@ -42,8 +42,10 @@ def _money(value):
 
 def quote(*, to: str, body: str, provider: str = "", client=None, api_key=None) -> Quote:
     """The quote of a send of `client` with `api_key`: the provider is the one the send would
-    get (messages.route: a test key's sandbox, the client's default and allowed providers)."""
-    chosen, _ = route(client or Client.objects.default(), api_key, provider)
+    get (messages.route: a test key's sandbox, a requested provider, else the routing table with
+    the client's default and allowed providers and the providers' health). A weighted route
+    picks as a send does, so a quote names one of the route's providers, not always the same."""
+    chosen = route(client or Client.objects.default(), api_key, provider, to).provider
     enc, segments = encoding.analyse(body)
     country = pricing.country_of(to)
     unit = pricing.per_segment(chosen, country)

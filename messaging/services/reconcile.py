@@ -20,8 +20,20 @@ STUCK = [Status.SENT, Status.UNKNOWN]
 
 
 def timeout_for(provider: str) -> timedelta:
+    """<PROVIDER>_RECEIPT_TIMEOUT_HOURS, else RECEIPT_TIMEOUT_HOURS capped by what the provider's
+    report API keeps (Provider.MAX_RECEIPT_TIMEOUT_HOURS: Infobip's logs last 48 h)."""
     hours = settings.SMS_PROVIDERS.get(provider, {}).get("TIMEOUT_HOURS") or 0
-    return timedelta(hours=hours or settings.RECEIPT_TIMEOUT_HOURS)
+    return timedelta(
+        hours=hours or min(settings.RECEIPT_TIMEOUT_HOURS, _report_api_hours(provider))
+    )
+
+
+def _report_api_hours(provider: str) -> float:
+    try:
+        cap = providers.get_provider(provider).MAX_RECEIPT_TIMEOUT_HOURS
+    except providers.UnknownProvider:
+        cap = None
+    return cap or float("inf")
 
 
 def stuck_messages(provider: str, now=None):

@@ -20,7 +20,7 @@ from messaging import providers
 from messaging.bulk import bulk_set
 from messaging.models import Message, MessagePart, OptOut, Source, StatusEvent
 from messaging.providers.base import OutboundSms, SendError, SendResult
-from messaging.services import callbacks, messages, optouts, pacing
+from messaging.services import callbacks, messages, optouts, pacing, provider_health, routing
 from messaging.services.receipts import match_unmatched, match_unmatched_many
 from messaging.status import Status, decide, roll_up, sender_may
 
@@ -61,6 +61,7 @@ def claim_due(batch_size: int, owner: str, now=None) -> list:
             )
             .order_by("next_attempt_at")
         )
+        routing.route_claimed(claimed)  # off an open circuit; half-open probes
         StatusEvent.objects.bulk_create(
             StatusEvent(
                 message=m,
@@ -141,6 +142,7 @@ def attempt(message: Message, session, owner: str) -> "str | Accepted":
     try:
         result = provider.send(sms, session)
     except SendError as exc:
+        provider_health.note_error(message.provider, exc)
         return _record_error(message, owner, exc)
     except Exception as exc:  # a bug in a provider module: we cannot know whether it sent
         log.exception("provider raised", extra={"message_id": str(message.pk)})
@@ -149,6 +151,7 @@ def attempt(message: Message, session, owner: str) -> "str | Accepted":
             text=f"{type(exc).__name__} during send; not retried.\n"
             + traceback.format_exc()[-2000:],
         )  # fmt: skip
+    provider_health.note(message.provider, "ok")
     return Accepted(message, result, timezone.now())
 
 
@@ -314,6 +317,14 @@ def _record_error(message: Message, owner: str, exc: SendError) -> str:
             )
         status = getattr(exc, "status", Status.REJECTED)
         return _finish_locked(message, owner, status, code=exc.code, text=text)
+    more = message.attempts < settings.SENDER_MAX_ATTEMPTS
+    route = routing.failover(message, exc) if more else None
+    if route:  # proof the provider did not take it: the route's next provider, at once
+        return _requeue(
+            message, owner, exc, delay=0, provider=route.chosen, keep_attempts=True,
+            note=f"failover: {message.provider} did not accept it ({exc.code}); {route.note}",
+            raw={"route": route.as_json()},
+        )  # fmt: skip
     if message.attempts < settings.SENDER_MAX_ATTEMPTS:
         return _retry_later(message, owner, exc)
     fallback = next_fallback(message.provider, message)
@@ -363,14 +374,16 @@ def _fail_over(message, owner, fallback, exc) -> str:
     )  # fmt: skip
 
 
-def _requeue(message, owner, exc, *, delay: float, note: str, provider: str = "") -> str:
+def _requeue(message, owner, exc, *, delay: float, note: str, provider: str = "",
+             keep_attempts=False, raw=None) -> str:  # fmt: skip
     """Put a claimed message back in the queue (optionally with another provider)."""
     with transaction.atomic():
         locked = _owned(message.pk, owner)
         if locked is None:
             return Message.objects.get(pk=message.pk).status
         if provider:
-            locked.provider, locked.attempts = provider, 0
+            locked.provider = provider
+            locked.attempts = locked.attempts if keep_attempts else 0
         locked.status = Status.QUEUED
         locked.next_attempt_at = timezone.now() + timedelta(seconds=delay)
         locked.error_code, locked.error_text = exc.code, str(exc)[:2000]
@@ -383,6 +396,7 @@ def _requeue(message, owner, exc, *, delay: float, note: str, provider: str = ""
             error_text=str(exc)[:2000],
             source=Source.SENDER,
             note=note,
+            raw_payload=raw,
         )
         callbacks.emit_status_changes([locked])
     return Status.QUEUED

@@ -20,7 +20,8 @@ from messaging.services.inbound import record_inbound
 
 log = logging.getLogger("herald.webhooks")
 
-# Headers worth keeping as evidence: what signatures and content negotiation depend on.
+# Headers worth keeping as evidence: what signatures and content negotiation depend on; each
+# provider's own signature headers come from its class (Provider.EVIDENCE_HEADERS).
 KEPT_HEADERS = (
     "content-type",
     "content-length",
@@ -29,13 +30,9 @@ KEPT_HEADERS = (
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
-    "x-twilio-signature",
-    "x-sinch-webhook-signature",
-    "x-sinch-webhook-signature-nonce",
-    "x-sinch-webhook-signature-timestamp",
-    "x-sinch-webhook-signature-algorithm",
-    "x-sandbox-signature",
-    "x-sandbox-timestamp",
+    *dict.fromkeys(
+        h for n in providers.known_names() for h in providers.backend_class(n).EVIDENCE_HEADERS
+    ),
 )
 REDACTED_HEADERS = ("authorization",)
 

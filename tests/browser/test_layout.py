@@ -178,6 +178,7 @@ PAGES = [
     Page("clients", lambda d: "/admin/messaging/client/"),
     Page("callbacks", lambda d: "/admin/messaging/callback/"),
     Page("client", lambda d: f"/admin/messaging/client/{_default_client_pk()}/change/"),
+    Page("routing", lambda d: "/admin/messaging/providerhealth/", "#herald-providers"),
 ]  # fmt: skip
 
 

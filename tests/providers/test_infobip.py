@@ -743,7 +743,7 @@ def _drain(emu, sender, max_seconds=20):
 
 @pytest.mark.django_db(transaction=True)
 def test_round_trip_through_the_emulator(api, public_url, settings):
-    from messaging.emulator.base import Emulator
+    from devtools.emulator.base import Emulator
     from messaging.sender import Sender
 
     with Emulator(receipt_delay=0.5, webhook_base=public_url) as emu:
@@ -796,7 +796,7 @@ def test_round_trip_through_the_emulator(api, public_url, settings):
 
 @pytest.fixture
 def emulator(settings):
-    from messaging.emulator.base import Emulator, Faults
+    from devtools.emulator.base import Emulator, Faults
 
     with Emulator(receipt_delay=60, webhook_base="http://127.0.0.1:9", faults=Faults()) as emu:
         configure(settings, BASE_URL=emu.url)
@@ -843,16 +843,16 @@ def test_emulator_refuses_a_wrong_key_and_injects_429(emulator):
 
 
 def test_emulator_receipt_and_log_formats(emulator):
-    from messaging.emulator.base import Step
+    from devtools.emulator.base import Step
 
     get_provider("infobip").send(outbound(message_id="emu-9"), requests.Session())
     emu = emulator.providers["infobip"]
     sent = emu.lookup("emu-9")
     webhook = emu.receipt(sent, Step("failed", "error", 500), 0)
     assert webhook.url == ("https://herald.example.com/webhooks/infobip/status/?token=token-one")
-    assert webhook.headers["Authorization"] == basic("infobip", "old-password")
+    # a per-message webhooks.delivery.url: Infobip adds no credentials, only the URL's token
+    assert "Authorization" not in webhook.headers
     request = winput(webhook.body, query=[("token", "token-one")])
-    request.headers = {"authorization": webhook.headers["Authorization"]}
     provider = get_provider("infobip")
     provider.verify_webhook(request, "status")  # what Herald accepts
     [report] = provider.parse_status_webhook(request)
@@ -869,3 +869,9 @@ def test_emulator_receipt_and_log_formats(emulator):
     [entry] = response.json()["results"]
     assert entry["destination"] == "41793026727" and entry["content"]["text"]
     assert entry["status"]["groupName"] == "PENDING"  # no receipt posted yet
+
+    # the account-level URL (a subscription profile, no per-message URL) brings Basic
+    sent.callback_url = ""
+    profile = emu.receipt(sent, Step("delivered"), 0)
+    assert profile.headers["Authorization"] == basic("infobip", "old-password")
+    assert profile.url.endswith("/webhooks/infobip/status/?token=token-one")

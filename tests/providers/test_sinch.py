@@ -665,7 +665,7 @@ def test_fetch_reports_without_a_batch_id_searches_by_client_reference(sinch):
     ],
 )
 def test_round_trip_through_the_emulator(settings, public_url, to, final, error_code):
-    from messaging.emulator.base import Emulator
+    from devtools.emulator.base import Emulator
     from messaging.sender import Sender
 
     # The delay keeps receipts from landing while the sender still writes the 201: the in-memory
@@ -698,7 +698,7 @@ def test_round_trip_through_the_emulator(settings, public_url, to, final, error_
 
 
 def _sinch_only():
-    from messaging.emulator.sinch import SinchEmulator
+    from devtools.emulator.sinch import SinchEmulator
 
     return {"sinch": SinchEmulator}
 
@@ -713,7 +713,7 @@ def _sinch_only():
     ],
 )
 def test_emulator_refuses_like_sinch(settings, overrides, sms_fields, error, code):
-    from messaging.emulator.base import Emulator
+    from devtools.emulator.base import Emulator
 
     with Emulator(receipt_delay=0, providers=_sinch_only()) as emu:
         configure(settings, BASE_URL=emu.url)  # what the emulator checks against
@@ -725,7 +725,7 @@ def test_emulator_refuses_like_sinch(settings, overrides, sms_fields, error, cod
 
 
 def test_emulator_injected_throttling_is_retryable(settings):
-    from messaging.emulator.base import Emulator, Faults
+    from devtools.emulator.base import Emulator, Faults
 
     with Emulator(receipt_delay=0, providers=_sinch_only(), faults=Faults(rate_429=1.0)) as emu:
         provider = configure(settings, BASE_URL=emu.url)

@@ -6,7 +6,7 @@ gap in the shared schedule for a throttled send (tests/test_pacing.py)."""
 import pytest
 import requests
 
-from messaging.emulator.base import Emulator
+from devtools.emulator.base import Emulator
 from messaging.providers.base import RetryableSendError
 
 from . import test_infobip, test_sinch, test_twilio, test_vonage_messages, test_vonage_sms

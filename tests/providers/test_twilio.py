@@ -817,8 +817,8 @@ def run_sender(concurrency, max_seconds=20):
 
 @pytest.mark.django_db(transaction=True)
 def test_round_trip_through_the_emulator(api, public_url, settings):
-    from messaging.emulator.base import Emulator
-    from messaging.emulator.twilio import TwilioEmulator
+    from devtools.emulator.base import Emulator
+    from devtools.emulator.twilio import TwilioEmulator
 
     # SQLite takes one writer at a time (and the in-memory test database fails, rather than
     # waits, on a lock held by another thread): there the sends finish before the callbacks
@@ -895,8 +895,8 @@ def test_round_trip_through_the_emulator(api, public_url, settings):
 
 
 def test_emulator_answers_twilio_errors(settings):
-    from messaging.emulator.base import Emulator, Faults
-    from messaging.emulator.twilio import TwilioEmulator
+    from devtools.emulator.base import Emulator, Faults
+    from devtools.emulator.twilio import TwilioEmulator
 
     settings.PUBLIC_BASE_URL = PUBLIC
     with Emulator(receipt_delay=60, providers={"twilio": TwilioEmulator}) as emu:

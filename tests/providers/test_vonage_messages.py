@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.db import connection
 
-from messaging.emulator.base import Emulator, Faults
-from messaging.emulator.vonage_messages import VonageMessagesEmulator
+from devtools.emulator.base import Emulator, Faults
+from devtools.emulator.vonage_messages import VonageMessagesEmulator
 from messaging.errors import OptedOut
 from messaging.models import (
     Message,

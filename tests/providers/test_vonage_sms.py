@@ -786,7 +786,7 @@ def test_inbound_duplicate_stored_once(settings, client):
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("webhook_format", ["POST-JSON", "POST", "GET"])
 def test_round_trip_through_the_emulator(settings, api, public_url, webhook_format):
-    from messaging.emulator.base import Emulator
+    from devtools.emulator.base import Emulator
     from messaging.sender import Sender
 
     # On PostgreSQL receipts are posted at once, so they race the send response as they can in
@@ -852,8 +852,8 @@ def test_round_trip_through_the_emulator(settings, api, public_url, webhook_form
 
 @pytest.fixture
 def emulator(settings):
-    from messaging.emulator.base import Emulator
-    from messaging.emulator.vonage_sms import VonageSmsEmulator
+    from devtools.emulator.base import Emulator
+    from devtools.emulator.vonage_sms import VonageSmsEmulator
 
     with Emulator(receipt_delay=60, providers={"vonage-sms": VonageSmsEmulator}) as emu:
         yield emu

@@ -2,7 +2,7 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from messaging.emulator.base import Emulator, Faults
+from devtools.emulator.base import Emulator, Faults
 
 
 class Command(BaseCommand):

@@ -13,10 +13,11 @@ import base64
 import hmac
 import json
 import re
+import time
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
-from messaging.emulator.base import (
+from devtools.emulator.base import (
     DEFAULT_SCENARIO,
     SCENARIOS,
     EmulatedProvider,
@@ -84,6 +85,8 @@ def api_error(code: str, description: str, violations=()) -> dict:
 @register
 class InfobipEmulator(EmulatedProvider):
     name = "infobip"
+    #: GET /sms/3/logs answers for the last 48 hours only (providers.md 4.9)
+    LOG_RETENTION_SECONDS = 48 * 3600
 
     def routes(self):
         return [
@@ -181,11 +184,15 @@ class InfobipEmulator(EmulatedProvider):
 
     def receipt(self, sent, step, part_index) -> Webhook:
         body = {"results": [self.report(sent, step.status, step.error, step.offset_ms)]}
-        url = sent.callback_url or self.default_webhook_url("status")
-        token = self.first_secret("WEBHOOK_TOKEN")
-        if token and "token=" not in url:  # the account-level URL: as a profile would carry it
-            url += ("&" if "?" in url else "?") + urlencode({"token": token})
         headers = {"Content-Type": "application/json"}
+        if sent.callback_url:
+            # A per-message webhooks.delivery.url / notifyUrl: Infobip adds no credentials
+            # (providers.md 4.7), so the report carries only what the URL itself carries.
+            return Webhook(url=sent.callback_url, body=json.dumps(body).encode(), headers=headers)
+        url = self.default_webhook_url("status")
+        token = self.first_secret("WEBHOOK_TOKEN")
+        if token:  # the account-level URL: as a subscription profile would carry it
+            url += ("&" if "?" in url else "?") + urlencode({"token": token})
         user = self.first_secret("WEBHOOK_USERNAME")
         password = self.first_secret("WEBHOOK_PASSWORD")
         if user and password:
@@ -208,7 +215,10 @@ class InfobipEmulator(EmulatedProvider):
         with self.lock:
             sent_all = list({id(s): s for s in self.sent.values()}.values())
         results = []
+        forgotten_before = time.time() - self.LOG_RETENTION_SECONDS
         for sent in sent_all:
+            if sent.accepted_at < forgotten_before:
+                continue  # Infobip keeps logs for 48 h
             if wanted_ids and sent.provider_ids[0] not in wanted_ids:
                 continue
             if wanted_bulks and sent.extra.get("bulk_id") not in wanted_bulks:

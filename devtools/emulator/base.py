@@ -2,7 +2,7 @@
 
 One threaded HTTP server serves every registered provider's endpoints at their real paths and
 posts receipts in each provider's exact wire format back to Herald's webhooks. Provider modules
-(messaging/emulator/<provider>.py) subclass EmulatedProvider and register themselves.
+(devtools/emulator/<provider>.py) subclass EmulatedProvider and register themselves.
 
 The framework owns what is common:
 - fault injection before a handler runs: latency, a share of 429s, 5xx and timeouts, and a
@@ -27,9 +27,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
+from messaging.providers import sandbox
+
 log = logging.getLogger("herald.emulator")
 
-PROVIDER_MODULES = ["vonage_sms", "vonage_messages", "sinch", "infobip", "twilio"]
 REGISTRY: dict = {}
 
 
@@ -39,13 +40,14 @@ def register(cls):
 
 
 def load_providers():
-    """Import every provider's emulator module that exists."""
-    for module in PROVIDER_MODULES:
-        try:
-            importlib.import_module(f"messaging.emulator.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"messaging.emulator.{module}":
-                raise
+    """Import the emulator every known provider's class names (Provider.EMULATOR); importing
+    it registers it."""
+    from messaging import providers
+
+    for name in providers.known_names():
+        path = providers.backend_class(name).EMULATOR
+        if path:
+            importlib.import_module(path.rsplit(".", 1)[0])
     return REGISTRY
 
 
@@ -97,14 +99,16 @@ class Step:
     offset_ms: int = 0  # provider timestamp offset from the first receipt
 
 
-# Same table as the sandbox provider: the destination's last digit decides.
-SCENARIOS = {
-    "0": [Step("accepted"), Step("failed", "error", 500)],
-    "1": [Step("accepted"), Step("expired", "error", 500)],
-    "2": [Step("delivered", "", 500), Step("accepted"), Step("delivered", "", 500)],
-    "3": [],
-}
-DEFAULT_SCENARIO = [Step("accepted"), Step("delivered", "", 500)]
+def _steps(table):
+    """The sandbox's (status, error code, offset) rows as emulator steps: an error code becomes
+    "error", for each emulated provider to pick its own code."""
+    return [Step(status, "error" if code else "", offset) for status, code, offset in table]
+
+
+# The sandbox provider's own table (messaging/providers/sandbox.py): the destination's last
+# digit decides, the same for the sandbox and for every emulated provider.
+SCENARIOS = {digit: _steps(table) for digit, table in sandbox.SCENARIOS.items()}
+DEFAULT_SCENARIO = _steps(sandbox.DEFAULT_SCENARIO)
 
 
 @dataclass
@@ -171,8 +175,9 @@ class EmulatedProvider:
         return f"{self.emulator.webhook_base}/webhooks/{self.name}/{kind}/"
 
     def accept(self, *, to, provider_ids, callback_url="", client_ref="", body="", segments=1,
-               sender="", **extra) -> Sent:  # fmt: skip
-        """Record an accepted send and schedule its receipts."""
+               sender="", webhooks=True, **extra) -> Sent:  # fmt: skip
+        """Record an accepted send and schedule its receipts (none with webhooks=False: the
+        provider would not send any for this request)."""
         sent = Sent(self.name, to, list(provider_ids), callback_url, client_ref, body, segments,
                     sender, extra=extra)  # fmt: skip
         with self.lock:
@@ -180,7 +185,7 @@ class EmulatedProvider:
                 self.sent[pid] = sent
         self.emulator.stats.record_send(self.name, to)
         digits = re.sub(r"\D", "", to)
-        steps = SCENARIOS.get(digits[-1:] if digits else "", DEFAULT_SCENARIO)
+        steps = SCENARIOS.get(digits[-1:] if digits else "", DEFAULT_SCENARIO) if webhooks else []
         parts = range(len(sent.provider_ids)) if self.per_part_receipts else [0]
         for n, step in enumerate(steps):
             for part in parts:

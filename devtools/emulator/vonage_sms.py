@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from urllib.parse import urlencode, urlsplit
 
-from messaging.emulator.base import EmulatedProvider, EmuReply, Webhook, register
+from devtools.emulator.base import EmulatedProvider, EmuReply, Webhook, register
 from messaging.encoding import GSM7, analyse
 
 PART_PRICE = Decimal("0.04120000")

@@ -18,7 +18,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from messaging.emulator.base import EmulatedProvider, EmuReply, Webhook, register
+from devtools.emulator.base import EmulatedProvider, EmuReply, Webhook, register
 from messaging.encoding import analyse
 from messaging.providers.twilio import API_VERSION, compute_signature
 

@@ -17,7 +17,7 @@ import re
 import time
 from datetime import UTC, datetime
 
-from messaging.emulator.base import EmulatedProvider, EmuReply, Sent, Step, Webhook, register
+from devtools.emulator.base import EmulatedProvider, EmuReply, Sent, Step, Webhook, register
 
 PLAN = r"(?P<plan>[^/]+)"
 DELIVERY_REPORTS = ("none", "summary", "full", "per_recipient", "per_recipient_final")
