@@ -83,14 +83,6 @@ PROVIDER_SPECS = {
 
 # The options that authenticate each provider's webhooks: with WEBHOOK_SIGNING on (the default),
 # at least one must be set, or `manage.py check` fails naming the variables.
-WEBHOOK_AUTH_OPTIONS = {
-    "sandbox": ("WEBHOOK_SECRET",),
-    "vonage-sms": ("SIGNATURE_SECRET",),
-    "vonage-messages": ("SIGNATURE_SECRET",),
-    "sinch": ("WEBHOOK_SECRET",),
-    "infobip": ("WEBHOOK_PASSWORD", "WEBHOOK_TOKEN"),
-    "twilio": ("AUTH_TOKEN",),
-}
 VONAGE_SIGNATURE_METHODS = ("md5hash", "md5", "sha1", "sha256", "sha512")
 
 # Published in the README and the sandbox's docs: anyone can sign with it.

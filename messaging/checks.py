@@ -5,7 +5,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
-from config.providers import PROVIDER_SPECS, WEBHOOK_AUTH_OPTIONS, open_sandbox_problems
+from config.providers import PROVIDER_SPECS, open_sandbox_problems
 from messaging import pricing
 
 
@@ -72,7 +72,8 @@ def _webhook_auth_errors(name, config) -> list:
     """Signing is on unless switched off explicitly; then it needs its secret."""
     errors = []
     options, env_names = config["OPTIONS"], config.get("ENV", {})
-    wanted = WEBHOOK_AUTH_OPTIONS.get(name, ())
+    backend = import_string(config["BACKEND"])
+    wanted = backend.WEBHOOK_AUTH_OPTIONS
     if _signing_on(config) and wanted and not any(options.get(o) for o in wanted):
         variables = " or ".join(env_names.get(o, (o,))[0] for o in wanted)
         switch = env_names.get("WEBHOOK_SIGNING", ("WEBHOOK_SIGNING",))[0]
@@ -84,7 +85,7 @@ def _webhook_auth_errors(name, config) -> list:
                 id="herald.E005",
             )
         )
-    errors += import_string(config["BACKEND"]).check(options, env_names)  # Provider.check
+    errors += backend.check(options, env_names)  # Provider.check
     return errors
 
 

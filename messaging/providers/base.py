@@ -306,6 +306,9 @@ class Provider:
     #: its emulator class (development and tests), as a dotted path so production never
     #: imports it; the emulator registers every provider that names one
     EMULATOR = ""
+    # The OPTIONS that authenticate its webhooks (any one is enough): with signing on and none
+    # set, `manage.py check` says so (herald.E005, messaging/checks.py).
+    WEBHOOK_AUTH_OPTIONS: tuple = ()
     #: the longest receipt timeout (hours) that still lets reconcile ask the provider's report
     #: API: a provider whose reports are kept for less than RECEIPT_TIMEOUT_HOURS sets it.
     MAX_RECEIPT_TIMEOUT_HOURS = None

@@ -101,6 +101,7 @@ def parse_time(value):
 
 
 class InfobipProvider(Provider):
+    WEBHOOK_AUTH_OPTIONS = ("WEBHOOK_PASSWORD", "WEBHOOK_TOKEN")
     EMULATOR = "devtools.emulator.infobip.InfobipEmulator"
     STATUS_MAP = STATUS_MAP
     # GET /sms/3/logs keeps 48 hours (providers.md 4.9): reconcile must ask well before that,

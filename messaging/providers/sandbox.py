@@ -58,6 +58,7 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class SandboxProvider(Provider):
+    WEBHOOK_AUTH_OPTIONS = ("WEBHOOK_SECRET",)
     EVIDENCE_HEADERS = ("x-sandbox-signature", "x-sandbox-timestamp")
     STATUS_MAP = {
         "accepted": Status.SENT,

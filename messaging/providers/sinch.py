@@ -119,6 +119,7 @@ def _code(value) -> int | None:
 
 
 class SinchProvider(Provider):
+    WEBHOOK_AUTH_OPTIONS = ("WEBHOOK_SECRET",)
     EVIDENCE_HEADERS = (
         "x-sinch-webhook-signature",
         "x-sinch-webhook-signature-nonce",

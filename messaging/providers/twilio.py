@@ -163,6 +163,7 @@ def parse_raw_dlr_done_date(value: str):
 
 
 class TwilioProvider(Provider):
+    WEBHOOK_AUTH_OPTIONS = ("AUTH_TOKEN",)
     EVIDENCE_HEADERS = ("x-twilio-signature",)
     EMULATOR = "devtools.emulator.twilio.TwilioEmulator"
 

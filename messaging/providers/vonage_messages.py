@@ -97,6 +97,7 @@ _CODE_IN_TYPE = re.compile(r"#([A-Za-z0-9_-]+)$")
 
 
 class VonageMessagesProvider(Provider):
+    WEBHOOK_AUTH_OPTIONS = ("SIGNATURE_SECRET",)
     EMULATOR = "devtools.emulator.vonage_messages.VonageMessagesEmulator"
 
     @classmethod

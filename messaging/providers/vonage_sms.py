@@ -124,6 +124,7 @@ class ConfigurationError(WebhookAuthError):
 
 
 class VonageSmsProvider(Provider):
+    WEBHOOK_AUTH_OPTIONS = ("SIGNATURE_SECRET",)
     EMULATOR = "devtools.emulator.vonage_sms.VonageSmsEmulator"
 
     @classmethod

@@ -68,3 +68,23 @@ def test_check_runs_each_providers_own_rules(settings, monkeypatch):
     assert "fake.E001" in [m.id for m in providers_configured(None)]
     settings.SMS_PROVIDERS["fake"]["OPTIONS"]["MODE"] = "ok"
     assert "fake.E001" not in [m.id for m in providers_configured(None)]
+
+
+def test_webhook_authentication_options_come_from_the_class(settings, monkeypatch):
+    """herald.E005 asks the provider's class which options authenticate its webhooks."""
+
+    class SignedFake(FakeProvider):
+        WEBHOOK_AUTH_OPTIONS = ("FAKE_SECRET",)
+
+    monkeypatch.setattr("tests.providers.test_one_module.FakeProvider", SignedFake, raising=True)
+    backend = "tests.providers.test_one_module.FakeProvider"
+    monkeypatch.setitem(PROVIDER_SPECS, "fake", (backend, {}))
+    settings.SMS_PROVIDERS = {
+        **settings.SMS_PROVIDERS,
+        "fake": {"BACKEND": backend, "OPTIONS": {"MODE": "ok"}, "ENV": {}},
+    }
+    settings.SMS_PROVIDERS_ENABLED = ["sandbox", "fake"]
+    found = [m for m in providers_configured(None) if m.id == "herald.E005"]
+    assert len(found) == 1 and "FAKE_SECRET" in found[0].msg
+    settings.SMS_PROVIDERS["fake"]["OPTIONS"]["FAKE_SECRET"] = "s3cret"
+    assert "herald.E005" not in [m.id for m in providers_configured(None)]
