@@ -184,9 +184,14 @@ def stored_receipts_applied(app_configs, databases=None, **kwargs):
     Procfile's `worker` process, run_sender, applies them in its loop; or run_applier)."""
     if not databases or "default" not in databases:
         return []
+    from django.db import DatabaseError
+
     from messaging import applier
 
-    waiting, oldest = applier.backlog()
+    try:
+        waiting, oldest = applier.backlog()
+    except DatabaseError:  # `migrate` runs this check before the table exists; or no database
+        return []
     if waiting and oldest > APPLIER_STALE_SECONDS:
         return [
             Warning(
