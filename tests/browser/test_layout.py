@@ -130,6 +130,19 @@ def dataset(staff):
         error_code="provider-not-enabled", from_number="AcmeAlerts", price=Decimal("0.0512"),
         currency="GBP",
     )  # fmt: skip
+    from messaging.models import Callback
+
+    for n, state in enumerate(["delivered", "pending", "failed"]):
+        Callback.objects.create(
+            event_id=f"evt_{n:032x}", event_type="message.status", client=acme,
+            message=delivered, sequence=n + 1, payload={"id": f"evt_{n:032x}"},
+            url="https://hooks.acme-notifications.example.com/herald/status-callbacks",
+            state=state, attempts=7, occurred_at=now, next_attempt_at=now,
+            give_up_at=now + timedelta(hours=24),
+            delivered_at=now if state == "delivered" else None,
+            last_error="" if state == "delivered" else "HTTP 503 from the endpoint: "
+            "Service Unavailable (upstream connect error or disconnect/reset before headers)",
+        )  # fmt: skip
     return {
         "delivered": delivered, "failed": failed, "multipart": multipart, "original": original,
         "copy": copy, "queued": queued, "cancelled": cancelled, "inbound": inbound,
