@@ -1,5 +1,5 @@
 """Admin forms (send, resend, cancel, opt-outs). The Send SMS form validates exactly like the
-send API (messaging.api.serializers.MessageCreateSerializer): E.164 via phonenumbers, a
+send API (messaging.api.serializers.MessageInputSerializer): E.164 via phonenumbers, a
 non-empty body under MAX_BODY_CHARS, an enabled provider, send_at not in the past, and the
 opt-out list."""
 

@@ -74,9 +74,6 @@ class MessageInputSerializer(StrictSerializer):
         return attrs
 
 
-MessageCreateSerializer = MessageInputSerializer
-
-
 class RecipientSerializer(StrictSerializer):
     """One entry of a batch's `recipients` (documentation: the batch service checks them, all
     at once, in messaging/services/batches.py)."""
