@@ -11,6 +11,9 @@ ENV = {
     "INFOBIP_FROM": "Herald",
     "INFOBIP_WEBHOOK_USERNAME": USERNAME,
     "INFOBIP_WEBHOOK_PASSWORD": PASSWORD,
+    # Required with signing on (herald.E012: per-message delivery URLs carry it); the bench's
+    # requests authenticate with HTTP Basic, as a subscription's reports do.
+    "INFOBIP_WEBHOOK_TOKEN": "bench-infobip-token",
 }
 DONE_AT = "2026-11-23T10:00:00.000+0000"
 

@@ -181,7 +181,7 @@ def main():
         ports.append(common.free_port(exclude=ports))
     providers = ["sandbox"]
     extra = {}
-    infobip = not args.skip_infobip and _infobip_available()
+    infobip = not args.skip_infobip
     if infobip:
         from bench import infobip_wire
 
@@ -351,6 +351,10 @@ class Worker:
                                      stderr=self.log)  # fmt: skip
         self.pid = self.proc.pid
         time.sleep(1.5)  # imported and polling
+        if self.proc.poll() is not None:  # a worker that refused to start measures nothing
+            self.log.close()
+            tail = (common.OUT / "worker.log").read_text(errors="replace")[-2000:]
+            raise SystemExit(f"the worker exited with {self.proc.returncode}:\n{tail}")
         return self
 
     def __exit__(self, *exc):
@@ -447,15 +451,6 @@ def check():
         "dedupe_keys_doubled": doubled,
         "messages_delivered": Message.objects.filter(status="delivered").count(),
     }
-
-
-def _infobip_available() -> bool:
-    try:
-        import bench.infobip_wire  # noqa: F401
-        import messaging.providers.infobip  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 if __name__ == "__main__":
