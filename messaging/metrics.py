@@ -87,8 +87,8 @@ def send_outcome(provider, status) -> None:
     sends.labels(provider_label(provider), _one_of(str(status), OUTCOMES)).inc()
 
 
-def receipt(provider, outcome) -> None:
-    receipts.labels(provider_label(provider), _one_of(str(outcome), RECEIPT_OUTCOMES)).inc()
+def receipt(provider, outcome, count=1) -> None:
+    receipts.labels(provider_label(provider), _one_of(str(outcome), RECEIPT_OUTCOMES)).inc(count)
 
 
 def receipt_final(provider, message) -> None:

@@ -129,13 +129,16 @@ def apply(
         _match(entries)
         _apply_matched(entries, done, source, actor, keep_unmatched, show_duplicates)
         _on_status_changes(done.changes)
+    per_provider = Counter()
     for e in entries:
         done.outcomes.append(Outcome(e.result, e.message_id if e.result != UNMATCHED else None))
         done.counts[e.result] += 1
-        metrics.receipt(e.provider, e.result)
-        _log(e)
+        per_provider[(e.provider, e.result)] += 1
+    for (provider, result), n in per_provider.items():
+        metrics.receipt(provider, result, n)
     for change in done.changes:
         metrics.receipt_final(change.event.message.provider, change.event.message)
+    _log(entries, done)
     return done
 
 
@@ -369,14 +372,24 @@ def _move(message: Message, status: Status, report: DeliveryReport) -> set:
     return fields
 
 
-def _log(e: _Entry):
+def _log(entries, done: Applied):
+    """One line per apply() call: a receipt's own record is its StatusEvent, and a JSON line per
+    receipt cost the applier a fifth of its CPU (bench/RESULTS.md). Per receipt at DEBUG."""
     log.info(
-        "receipt",
-        extra={"provider": e.provider, "message_id": str(e.message_id or ""),
-               "provider_message_id": e.report.provider_message_id,
-               "status": str(e.report.status), "result": e.result,
-               "webhook_request": getattr(e.webhook_request, "pk", None)},
+        "receipts",
+        extra={"reports": len(entries), "providers": sorted({e.provider for e in entries}),
+               **{result: done.counts[result] for result in RESULTS}},
     )  # fmt: skip
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    for e in entries:
+        log.debug(
+            "receipt",
+            extra={"provider": e.provider, "message_id": str(e.message_id or ""),
+                   "provider_message_id": e.report.provider_message_id,
+                   "status": str(e.report.status), "result": e.result,
+                   "webhook_request": getattr(e.webhook_request, "pk", None)},
+        )  # fmt: skip
 
 
 # --- reports kept for messages not known yet ---------------------------------------------------
