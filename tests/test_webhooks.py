@@ -230,3 +230,27 @@ def test_credentials_in_the_query_are_not_kept(client):
     assert r.status_code == 200
     stored = WebhookRequest.objects.get()
     assert stored.query_string == "ref=abc&token=[redacted]"
+
+
+@pytest.mark.parametrize("inline", [True, False])
+@pytest.mark.parametrize("addr", ["203.0.113.9", "2001:db8::7"])
+def test_the_evidence_row_keeps_what_arrived(client, settings, inline, addr):
+    """On PostgreSQL the row is written by a prebuilt INSERT, not Model.save(): every column
+    must come out as the ORM would have written it (the address as inet, headers as JSON)."""
+    settings.WEBHOOK_APPLY_INLINE = inline
+    sent_message()
+    body = json.dumps(receipt()).encode()
+    r = client.post(URL + "?a=1", body, content_type="application/json", REMOTE_ADDR=addr,
+                    headers={**sandbox_headers(body), "User-Agent": "tester/1"})  # fmt: skip
+    assert r.status_code == 200
+    stored = WebhookRequest.objects.get()
+    assert stored.remote_addr == addr
+    assert (stored.provider, stored.kind, stored.method) == ("sandbox", "status", "POST")
+    assert (stored.path, stored.query_string) == (URL, "a=1")
+    assert bytes(stored.body) == body
+    assert (stored.body_size, stored.report_count, stored.response_status) == (len(body), 1, 200)
+    assert stored.headers["user-agent"] == "tester/1"
+    assert stored.headers["content-type"] == "application/json"
+    assert "x-sandbox-signature" in stored.headers
+    assert stored.authenticated and stored.received_at is not None
+    assert stored.state == ("processed" if inline else "received")

@@ -133,7 +133,7 @@ class WebhookView(View):
                         log.exception("inline apply failed; left for the applier",
                                       extra={"id": stored.pk})  # fmt: skip
             else:  # deferred (the default): one INSERT; an applier drains `received`
-                webhooks.store(self.provider_name, self.kind, winput, path, **fields)
+                webhooks.store(self.provider_name, self.kind, winput, path, row=False, **fields)
         except DatabaseError:
             log.exception("could not store a webhook", extra={"provider": self.provider_name})
             return _answer(503, "temporarily unable to store the request")
