@@ -129,7 +129,12 @@ class Message(models.Model):
     )
     # The API key that created it (none for staff sends and inbound messages).
     api_key = models.ForeignKey(
-        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        ApiKey,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,  # msg_api_key_idx, partial
     )
     direction = models.CharField(
         max_length=8, choices=Direction.choices, default=Direction.OUTBOUND
@@ -162,11 +167,20 @@ class Message(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     resend_of = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="resends"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="resends",
+        db_index=False,  # msg_resend_of_idx, partial
     )
     resend_reason = models.TextField(blank=True)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        db_index=False,  # msg_created_by_idx, partial
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -179,17 +193,43 @@ class Message(models.Model):
             ("view_dashboard", "Can view the delivery dashboard"),
             ("export_message_body", "Can export message text in the CSV export"),
         ]
+        # Each index is named by the query that uses it in docs/indexes.md. A receipt's UPDATE
+        # writes an entry into every index whose predicate the new row satisfies (it cannot be
+        # HOT while `status` is indexed), so indexes on mostly empty columns are partial.
         indexes = [
             models.Index(fields=["-created_at"], name="msg_created_idx"),
             models.Index(fields=["status", "-created_at"], name="msg_status_created_idx"),
             models.Index(fields=["provider", "-created_at"], name="msg_provider_created_idx"),
             models.Index(fields=["to_number"], name="msg_to_idx"),
-            models.Index(fields=["client_reference"], name="msg_client_ref_idx"),
-            # Admin search and filters (exact provider id, sender, error code, direction).
-            models.Index(fields=["provider_message_id"], name="msg_provider_msgid_idx"),
+            models.Index(
+                fields=["client_reference"],
+                name="msg_client_ref_idx",
+                condition=~Q(client_reference=""),
+            ),
             models.Index(fields=["from_number"], name="msg_from_idx"),
-            models.Index(fields=["error_code", "-created_at"], name="msg_error_created_idx"),
-            models.Index(fields=["direction", "-created_at"], name="msg_direction_created_idx"),
+            models.Index(
+                fields=["error_code", "-created_at"],
+                name="msg_error_created_idx",
+                condition=~Q(error_code=""),
+            ),
+            # The direction filter: inbound rows are few; outbound reads msg_created_idx.
+            models.Index(
+                fields=["-created_at"],
+                name="msg_inbound_created_idx",
+                condition=Q(direction=Direction.INBOUND),
+            ),
+            # Deletes of an API key, a user or an original message (SET NULL / PROTECT).
+            models.Index(
+                fields=["api_key"], name="msg_api_key_idx", condition=Q(api_key__isnull=False)
+            ),
+            models.Index(
+                fields=["created_by"],
+                name="msg_created_by_idx",
+                condition=Q(created_by__isnull=False),
+            ),
+            models.Index(
+                fields=["resend_of"], name="msg_resend_of_idx", condition=Q(resend_of__isnull=False)
+            ),
             # The sender's claim query: due queued messages, oldest first.
             models.Index(
                 fields=["next_attempt_at"],
@@ -206,8 +246,10 @@ class Message(models.Model):
             ),
         ]
         constraints = [
+            # provider_message_id first: the same index serves the admin's exact provider-id
+            # search, which names no provider.
             models.UniqueConstraint(
-                fields=["provider", "direction", "provider_message_id"],
+                fields=["provider_message_id", "provider", "direction"],
                 name="msg_provider_id_unique",
             ),
             models.CheckConstraint(
@@ -230,7 +272,10 @@ class MessagePart(models.Model):
     """One provider id of a multipart message (Vonage SMS API gives one id and one receipt per
     part). Single-id messages get one part too, so roll-up is uniform."""
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="parts")
+    # part_index_unique (message, index) serves the FK's lookups.
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="parts", db_index=False
+    )
     index = models.PositiveSmallIntegerField()
     provider = models.CharField(max_length=32)
     provider_message_id = models.CharField(max_length=128)
@@ -239,10 +284,10 @@ class MessagePart(models.Model):
 
     class Meta:
         ordering = ["message", "index"]
-        indexes = [models.Index(fields=["provider_message_id"], name="part_provider_msgid_idx")]
         constraints = [
+            # provider_message_id first: it also serves the admin's search by a part's id.
             models.UniqueConstraint(
-                fields=["provider", "provider_message_id"], name="part_provider_id_unique"
+                fields=["provider_message_id", "provider"], name="part_provider_id_unique"
             ),
             models.UniqueConstraint(fields=["message", "index"], name="part_index_unique"),
         ]
@@ -268,7 +313,10 @@ class AppendOnlyQuerySet(models.QuerySet):
 class StatusEvent(models.Model):
     """One entry of a message's audit trail. Append-only: never updated or deleted."""
 
-    message = models.ForeignKey(Message, on_delete=models.PROTECT, related_name="events")
+    # event_message_idx (message, received_at) serves the FK's lookups.
+    message = models.ForeignKey(
+        Message, on_delete=models.PROTECT, related_name="events", db_index=False
+    )
     status = models.CharField(max_length=16, choices=StatusChoices.choices)
     provider_status = models.CharField(max_length=64, blank=True)
     error_code = models.CharField(max_length=64, blank=True)
@@ -278,12 +326,18 @@ class StatusEvent(models.Model):
     received_at = models.DateTimeField(auto_now_add=True)
     source = models.CharField(max_length=16, choices=Source.choices)
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        db_index=False,  # event_actor_idx, partial
     )
     applied = models.BooleanField(default=True)
     note = models.TextField(blank=True)
     raw_payload = models.JSONField(null=True, blank=True)
-    dedupe_key = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    # Unique through event_dedupe_key_unique: a UniqueConstraint, not unique=True, which on
+    # PostgreSQL adds a second (LIKE) index that every event insert would pay for.
+    dedupe_key = models.CharField(max_length=64, null=True, blank=True)
     webhook_request = models.ForeignKey(
         "WebhookRequest", null=True, blank=True, on_delete=models.PROTECT, related_name="events"
     )
@@ -292,7 +346,15 @@ class StatusEvent(models.Model):
 
     class Meta:
         ordering = ["received_at", "id"]
-        indexes = [models.Index(fields=["message", "received_at"], name="event_message_idx")]
+        indexes = [
+            models.Index(fields=["message", "received_at"], name="event_message_idx"),
+            models.Index(
+                fields=["actor"], name="event_actor_idx", condition=Q(actor__isnull=False)
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["dedupe_key"], name="event_dedupe_key_unique"),
+        ]
 
     def __str__(self):
         return f"{self.status} via {self.source} at {self.received_at:%Y-%m-%d %H:%M:%S}"
