@@ -236,6 +236,9 @@ SENDER_MAX_ATTEMPTS = env.int("SENDER_MAX_ATTEMPTS", default=6)
 SENDER_BACKOFF_BASE = env.float("SENDER_BACKOFF_BASE", default=2.0)
 SENDER_BACKOFF_CAP = env.float("SENDER_BACKOFF_CAP", default=600.0)
 SENDER_POLL_INTERVAL = env.float("SENDER_POLL_INTERVAL", default=0.5)
+# After applying less than a full batch of stored receipts, the worker waits this long before
+# its next pass, so batches grow with the receipt rate (bench/RESULTS.md, issue 12).
+APPLIER_GATHER_SECONDS = env.float("APPLIER_GATHER_SECONDS", default=0.1)
 SENDER_HTTP_TIMEOUT = env.float("SENDER_HTTP_TIMEOUT", default=10.0)
 # Pace this share under each provider's RATE_LIMIT, for scheduling jitter (bench/RESULTS-send.md).
 SENDER_RATE_HEADROOM = env.float("SENDER_RATE_HEADROOM", default=0.05)

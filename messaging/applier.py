@@ -44,6 +44,8 @@ class Drained:
     rows: int = 0
     reports: int = 0
     failed_rows: int = 0
+    # The last claim found a full batch (or cut one short): more may be waiting right now.
+    full: bool = False
     # receipts per result (applied, duplicate, ignored, unmatched), for metrics
     outcomes: Counter = field(default_factory=Counter)
 
@@ -51,6 +53,7 @@ class Drained:
         self.rows += other.rows
         self.reports += other.reports
         self.failed_rows += other.failed_rows
+        self.full = other.full
         self.outcomes.update(other.outcomes)
         return self
 
@@ -93,7 +96,9 @@ def apply_pending(batch_size: int = 200, max_reports: int = 2000) -> Drained:
                 break
             kept.append(row)
             total += max(1, row.report_count)
-        return _apply_rows(kept)
+        done = _apply_rows(kept)
+        done.full = len(rows) == batch_size or len(kept) < len(rows)
+        return done
 
 
 def apply_stored(stored: WebhookRequest, items: list) -> bool:
@@ -105,14 +110,16 @@ def apply_stored(stored: WebhookRequest, items: list) -> bool:
 
 
 def drain(max_batches=None, batch_size: int = 200, max_seconds=None) -> Drained:
-    """Apply batches until nothing is pending (or a bound is reached)."""
+    """Apply batches until a claim finds less than a full batch (or a bound is reached): what
+    it left is what arrived meanwhile, for the next call, so an idle applier makes no empty
+    claim after each batch."""
     total, batches = Drained(), 0
     started = time.monotonic()
     while max_batches is None or batches < max_batches:
         done = apply_pending(batch_size)
         total += done
         batches += 1
-        if done.rows == 0:
+        if not done.full:
             break
         if max_seconds and time.monotonic() - started > max_seconds:
             break

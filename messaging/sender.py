@@ -90,7 +90,7 @@ class Sender:
         self._inflight = set()  # futures of claimed messages not yet recorded
         self._unrecorded = []  # accepted sends whose recording failed, to try again
         self.heartbeat = Heartbeat(self.owner, "sender")
-        self.receipts_applied = 0  # stored webhook requests the last tick applied
+        self.receipts = applier.Drained()  # what the last tick's drain applied
 
     def session(self, provider: str) -> requests.Session:
         sessions = getattr(self._local, "sessions", None)
@@ -123,9 +123,11 @@ class Sender:
         futures = [self.pool.submit(self._send, message) for message in batch]
         self._inflight.update(futures)
         deliver_due_receipts(self.session("sandbox"))
-        # Stored receipts (store-then-apply), bounded per tick; run() polls again at once while
-        # there are more, so a receipt waits at most one poll interval when the loop is idle.
-        self.receipts_applied = applier.drain(max_batches=5).rows
+        # Stored receipts (store-then-apply), bounded per tick. run() polls again at once while
+        # a claim finds a full batch, and waits APPLIER_GATHER_SECONDS after a partial one, so
+        # batches grow with the receipt rate (each costs a fixed dozen round trips) and a
+        # receipt waits at most one poll interval when the loop is idle.
+        self.receipts = applier.drain(max_batches=5)
         if wait:
             futures_wait(futures)
             self._record_finished()
@@ -206,12 +208,17 @@ class Sender:
                 break
             if max_seconds and time.monotonic() - started > max_seconds:
                 break
-            if claimed < self.batch_size and not self.receipts_applied:  # idle: record the last
-                # sends while polling
+            if claimed < self.batch_size and not self.receipts.full:
+                # Idle, or receipts trickling in: record the last sends while waiting.
+                pause = (
+                    settings.APPLIER_GATHER_SECONDS
+                    if self.receipts.rows
+                    else settings.SENDER_POLL_INTERVAL
+                )
                 if self._inflight:
-                    self._finish_inflight(timeout=settings.SENDER_POLL_INTERVAL)
+                    self._finish_inflight(timeout=pause)
                 else:
-                    time.sleep(settings.SENDER_POLL_INTERVAL)
+                    time.sleep(pause)
         self._finish_inflight()  # what is claimed is sent and recorded before exiting
         self.pool.shutdown(wait=True)
         self.heartbeat.stop()
