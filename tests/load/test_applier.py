@@ -161,6 +161,45 @@ def test_batches_are_bounded_by_reports(client, deferred):
     assert applier.drain().rows == 2
 
 
+@pytest.mark.django_db
+def test_drain_stops_at_a_partial_batch_and_says_when_more_may_wait(client, deferred):
+    sent(5)
+    for i in range(5):
+        post(client, receipt(f"p{i}"))
+    with mock.patch.object(applier, "apply_pending", wraps=applier.apply_pending) as claims:
+        done = applier.drain(batch_size=2)
+    assert (done.rows, done.full) == (5, False)
+    assert claims.call_count == 3  # 2 + 2 + 1: no empty claim after the partial batch
+    assert applier.apply_pending().full is False
+    sent(1, prefix="q")
+    post(client, receipt("q0"))
+    post(client, receipt("q0", status="failed", second=1))
+    assert applier.apply_pending(batch_size=1).full is True  # one left behind it
+
+
+@pytest.mark.django_db(transaction=True)  # the loop closes stale connections
+def test_the_worker_waits_for_receipts_to_gather_after_a_partial_batch(client, deferred, settings):
+    """After a partial batch of receipts the loop pauses APPLIER_GATHER_SECONDS (not the idle
+    poll interval, and not zero: each pass costs a dozen round trips however few it applies)."""
+    settings.APPLIER_GATHER_SECONDS, settings.SENDER_POLL_INTERVAL = 0.03, 7.0
+    sent(2)
+    post(client, receipt("p0"))
+    sender = Sender(concurrency=1, batch_size=5)
+    pauses = []
+
+    def sleep(seconds):
+        pauses.append(seconds)
+        if len(pauses) == 1:
+            post(client, receipt("p1"))  # arrives while the worker waits
+        else:
+            sender.stopping = True
+
+    with mock.patch("messaging.sender.time.sleep", side_effect=sleep):
+        sender.run()
+    assert pauses == [0.03, 0.03]
+    assert Message.objects.filter(status="delivered").count() == 2
+
+
 @pytest.mark.django_db(transaction=True)  # the tick closes stale connections
 def test_the_sender_tick_applies_pending_requests(client, deferred):
     (message,) = sent()
