@@ -274,6 +274,9 @@ MAX_BODY_CHARS = env.int("MAX_BODY_CHARS", default=1600)
 # (0: kept forever); a client's retention_body_days overrides it.
 RETENTION_BODY_DAYS = env.int("RETENTION_BODY_DAYS", default=30)
 RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=2000)
+# Delivered or given-up status callbacks (and their attempts) are deleted after this many days
+# by purge_payloads (0: kept forever); the newest of each message stays, so its sequence goes on.
+CALLBACK_RETENTION_DAYS = env.int("CALLBACK_RETENTION_DAYS", default=30)
 
 # --- Operations: metrics and readiness ---
 # /metrics answers 404 until a token is set; then only `Authorization: Bearer <token>`.

@@ -166,3 +166,77 @@ def test_an_erased_message_cannot_be_resent(settings):
     message.refresh_from_db()
     with pytest.raises(messages.NotResendable, match="erased"):
         messages.resend(message, source="admin")
+
+
+# --- finished status callbacks (CALLBACK_RETENTION_DAYS) -----------------------------------------
+
+
+def callback(days_ago, state="delivered", message=None, sequence=None, attempts=1):
+    import uuid
+
+    from messaging.models import Callback, CallbackAttempt, Client
+
+    now = timezone.now()
+    row = Callback.objects.create(
+        event_id=f"evt_{uuid.uuid4().hex}", event_type="message.status", occurred_at=now,
+        client=message.client if message else Client.objects.default(), message=message,
+        sequence=sequence, payload={"to": "+447911123457"}, url="https://example.com/hook",
+        state=state, next_attempt_at=now, give_up_at=now,
+    )  # fmt: skip
+    for _ in range(attempts):
+        CallbackAttempt.objects.create(callback=row, started_at=now, http_status=200, ok=True)
+    Callback.objects.filter(pk=row.pk).update(created_at=now - timedelta(days=days_ago))
+    return row
+
+
+def test_finished_callbacks_expire_with_their_attempts(settings):
+    from messaging.models import Callback, CallbackAttempt
+
+    settings.CALLBACK_RETENTION_DAYS = 30
+    m = outbound(40)
+    old = [callback(40, message=m, sequence=1), callback(40, "failed", message=m, sequence=2,
+                                                          attempts=3)]  # fmt: skip
+    newest = callback(40, message=m, sequence=3)  # the message's last: its sequence goes on
+    pending = callback(40, "pending", attempts=0)  # still to deliver, whatever its age
+    recent = callback(5)
+    inbound = callback(40)  # no message (inbound, opt-out events): no sequence to keep
+    out = StringIO()
+    call_command("purge_payloads", stdout=out)
+    assert "purge_payloads: 3 finished callbacks deleted, with 5 attempts" in out.getvalue()
+    kept = set(Callback.objects.values_list("pk", flat=True))
+    assert kept == {newest.pk, pending.pk, recent.pk}
+    assert not kept & {c.pk for c in [*old, inbound]}
+    assert not CallbackAttempt.objects.filter(callback_id__in=[c.pk for c in old]).exists()
+    assert CallbackAttempt.objects.filter(callback=newest).count() == 1
+
+
+def test_the_next_callback_of_a_purged_message_continues_its_sequence(settings):
+    from messaging.models import Callback
+    from messaging.services import callbacks, retention
+
+    settings.CALLBACK_RETENTION_DAYS = 30
+    m = outbound(40, status="unknown")
+    m.client.callback_url = "https://example.com/hook"
+    m.client.save()
+    for n in (1, 2):
+        callback(40, message=m, sequence=n)
+    assert retention.purge_callbacks()["callbacks_deleted"] == 1
+    callbacks.emit_status_changes([callbacks.StatusChange(m.pk, "delivered", "", "")])
+    assert list(Callback.objects.filter(message=m).order_by("sequence")
+                .values_list("sequence", flat=True)) == [2, 3]  # fmt: skip
+
+
+def test_zero_callback_days_keeps_them_and_batches_report_progress(settings):
+    from messaging.models import Callback
+    from messaging.services import retention
+
+    settings.CALLBACK_RETENTION_DAYS = 0
+    for _ in range(5):
+        callback(400)
+    assert retention.purge_callbacks() == {"callbacks_deleted": 0,
+                                           "callback_attempts_deleted": 0}  # fmt: skip
+    lines = []
+    done = retention.purge_callbacks(days=30, batch_size=2, progress=lines.append)
+    assert done == {"callbacks_deleted": 5, "callback_attempts_deleted": 5}
+    assert len(lines) == 3 and lines[-1].startswith("  5 callbacks deleted so far")
+    assert not Callback.objects.exists()

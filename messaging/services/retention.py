@@ -9,6 +9,10 @@
   came from lose their bodies and headers at the same time.
 * Raw webhook bodies and headers in general are erased after RAW_PAYLOAD_RETENTION_DAYS
   (the rows stay, the audit trail links to them); delivered sandbox receipts are deleted.
+* Status callbacks that were delivered or given up are deleted with their attempts after
+  CALLBACK_RETENTION_DAYS (their payloads hold numbers and statuses), except the newest one of
+  each message: the next callback's sequence is the highest kept plus one, and a client orders
+  a message's events by it. Pending callbacks are never deleted.
 
 Messages still queued or sending keep their body whatever their age (the sender needs it).
 Work is done in batches of RETENTION_BATCH_SIZE messages, one short transaction each, oldest
@@ -21,10 +25,12 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from messaging.models import (
+    Callback,
+    CallbackAttempt,
     Client,
     Message,
     SandboxReceipt,
@@ -128,3 +134,36 @@ def _erase_batch(due, days: int, batch_size: int) -> dict:
         )
     return {"bodies_erased": erased, "event_payloads_erased": payloads,
             "webhook_bodies_erased": webhooks}  # fmt: skip
+
+
+def purge_callbacks(now=None, days=None, batch_size=None, progress=None) -> dict:
+    """Delete finished callbacks older than CALLBACK_RETENTION_DAYS, and their attempts, in
+    batches (oldest first, one short transaction each)."""
+    days = settings.CALLBACK_RETENTION_DAYS if days is None else days
+    totals = {"callbacks_deleted": 0, "callback_attempts_deleted": 0}
+    if days <= 0:
+        return totals
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    batch_size = batch_size or settings.RETENTION_BATCH_SIZE
+    newer = Callback.objects.filter(message_id=OuterRef("message_id"),
+                                    sequence__gt=OuterRef("sequence"))  # fmt: skip
+    due = (
+        Callback.objects.filter(created_at__lt=cutoff)
+        .exclude(state=Callback.State.PENDING)
+        .filter(Q(message__isnull=True) | Exists(newer))
+    )
+    while True:
+        with transaction.atomic():
+            ids = list(due.order_by("id").values_list("id", flat=True)[:batch_size])
+            if not ids:
+                break
+            attempts = CallbackAttempt.objects.filter(callback_id__in=ids).delete()[0]
+            deleted = Callback.objects.filter(pk__in=ids).delete()[0]
+        totals["callbacks_deleted"] += deleted
+        totals["callback_attempts_deleted"] += attempts
+        if progress:
+            progress(f"  {totals['callbacks_deleted']} callbacks deleted so far "
+                     f"(finished, created before {cutoff:%Y-%m-%d %H:%M})")  # fmt: skip
+        if len(ids) < batch_size:
+            break
+    return totals
