@@ -402,7 +402,9 @@ def test_every_metric_the_alert_rules_use_is_exported(client, token):
             assert used <= exported, (rule["alert"], used - exported)
             seen.add(rule["alert"])
     assert {"HeraldQueueBacklogOld", "HeraldReceiptLatencyHigh",
-            "HeraldWebhookAuthFailures", "HeraldNoSenderHeartbeat"} <= seen  # fmt: skip
+            "HeraldWebhookAuthFailures", "HeraldNoSenderHeartbeat",
+            "HeraldProviderCircuitOpen", "HeraldProviderDemoted",
+            "HeraldCallbacksFailing", "HeraldCallbacksDelayed"} <= seen  # fmt: skip
 
 
 @pytest.mark.django_db
